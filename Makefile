@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else builds on these.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo serve bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/pyright
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m local.demo
+
+# make serve MODEL=path/to/model-dir-or-model.tar.gz [PORT=8080]
+serve: $(STAMP)
+	$(PY) -m local.model_server --model "$(MODEL)" --port "$(or $(PORT),8080)"
+
+bench: $(STAMP)
+	$(PY) -m local.bench --output bench-results.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .demo bench-results.json

@@ -1,0 +1,305 @@
+"""The names every part of sagemaker-mlops agrees on, as plain data.
+
+Imported by the Pulumi program (config.py, components/), the Lambda handlers (packaged beside them),
+the training scripts, the embedded run and the tests. No Pulumi import and no I/O here, so the
+Lambda package and the CodeBuild scripts can carry it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+PROJECT = "sagemaker-mlops"
+
+# Tag keys on everything the program creates (provider default tags) and on what the pipeline
+# creates outside Pulumi state, so teardown finds exactly one stack's resources.
+TAG_PROJECT = "mlops:project"
+TAG_STACK = "mlops:stack"
+
+# --- Environment variables (the design's contract table) -------------------------------------
+ENV_ARTIFACT_BUCKET = "ARTIFACT_BUCKET"
+ENV_MODEL_PACKAGE_GROUP_NAME = "MODEL_PACKAGE_GROUP_NAME"
+ENV_INFERENCE_IMAGE_URI = "INFERENCE_IMAGE_URI"
+ENV_SAGEMAKER_EXECUTION_ROLE_ARN = "SAGEMAKER_EXECUTION_ROLE_ARN"
+ENV_DEPLOYMENT_STAGES = "DEPLOYMENT_STAGES"
+ENV_APPROVAL_THRESHOLDS = "APPROVAL_THRESHOLDS"
+ENV_CHAMPION_METRIC = "CHAMPION_METRIC"
+ENV_CHAMPION_MIN_DELTA = "CHAMPION_MIN_DELTA"
+ENV_DEPLOY_REPOSITORY = "DEPLOY_REPOSITORY"
+ENV_DEPLOY_WORKFLOW = "DEPLOY_WORKFLOW"
+ENV_DEPLOY_REF = "DEPLOY_REF"
+ENV_GITHUB_TOKEN_SECRET_ID = "GITHUB_TOKEN_SECRET_ID"
+ENV_GITHUB_API_URL = "GITHUB_API_URL"
+# Not in the contract table but read by register/deploy/teardown for tags and metadata.
+ENV_MLOPS_PROJECT = "MLOPS_PROJECT"
+ENV_MLOPS_STACK = "MLOPS_STACK"
+
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+
+# Which component sets which variables, and who reads them. Tests compare the program's
+# CodeBuild/Lambda environments with these sets exactly.
+TRAIN_BUILD_ENV = (
+    ENV_ARTIFACT_BUCKET,
+    ENV_MODEL_PACKAGE_GROUP_NAME,
+    ENV_INFERENCE_IMAGE_URI,
+    ENV_MLOPS_PROJECT,
+    ENV_MLOPS_STACK,
+)
+DEPLOY_BUILD_ENV = (
+    ENV_ARTIFACT_BUCKET,
+    ENV_MODEL_PACKAGE_GROUP_NAME,
+    ENV_SAGEMAKER_EXECUTION_ROLE_ARN,
+    ENV_DEPLOYMENT_STAGES,
+    ENV_MLOPS_PROJECT,
+    ENV_MLOPS_STACK,
+)
+AUTO_APPROVE_ENV = (
+    ENV_MODEL_PACKAGE_GROUP_NAME,
+    ENV_APPROVAL_THRESHOLDS,
+    ENV_CHAMPION_METRIC,
+    ENV_CHAMPION_MIN_DELTA,
+)
+GITHUB_TRIGGER_ENV = (
+    ENV_DEPLOY_REPOSITORY,
+    ENV_DEPLOY_WORKFLOW,
+    ENV_DEPLOY_REF,
+    ENV_GITHUB_TOKEN_SECRET_ID,
+    ENV_GITHUB_API_URL,
+)
+
+# --- Files ----------------------------------------------------------------------------------
+MODEL_FILE = "model.joblib"
+EVALUATION_FILE = "evaluation.json"
+MODEL_ARCHIVE = "model.tar.gz"
+MODEL_PACKAGE_ARN_FILE = "model_package_arn.txt"
+INFERENCE_SCRIPT = "inference.py"
+TRAIN_BUILDSPEC = "training/buildspec-train.yml"
+DEPLOY_BUILDSPEC = "training/buildspec-deploy.yml"
+AUTO_APPROVE_HANDLER = "handlers/auto_approve.py"
+GITHUB_TRIGGER_HANDLER = "handlers/github_trigger.py"
+
+# Container environment that makes the SageMaker scikit-learn image load code/inference.py.
+CONTAINER_ENVIRONMENT = {
+    "SAGEMAKER_PROGRAM": INFERENCE_SCRIPT,
+    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+}
+CONTENT_TYPES = ("text/csv", "application/json")
+TARGET_COLUMN = "churn"
+
+# --- The inference image --------------------------------------------------------------------
+# Training pins the library versions of the image registration names; tests/test_pins.py checks
+# requirements.txt against this table so a model never meets a container that cannot unpickle it.
+SKLEARN_IMAGE = {
+    "framework_version": "1.4-2",
+    "tag": "1.4-2-cpu-py3",
+    "repository": "sagemaker-scikit-learn",
+    "scikit-learn": "1.4.2",
+    "numpy": "2.1.0",
+    "python": "3.10",
+}
+# Account that hosts the SageMaker scikit-learn images, per region.
+SKLEARN_IMAGE_ACCOUNTS = {
+    "us-east-1": "683313688378",
+    "us-east-2": "257758044811",
+    "us-west-1": "746614075791",
+    "us-west-2": "246618743249",
+    "eu-west-1": "141502667606",
+    "eu-west-2": "764974769150",
+    "eu-central-1": "492215442770",
+    "ap-southeast-2": "783357654285",
+}
+
+
+def inference_image_uri(region: str) -> str:
+    """The scikit-learn inference image URI for a region; KeyError names the supported regions."""
+    try:
+        account = SKLEARN_IMAGE_ACCOUNTS[region]
+    except KeyError:
+        raise KeyError(
+            f"no SageMaker scikit-learn image account known for region {region!r}; "
+            f"supported: {', '.join(sorted(SKLEARN_IMAGE_ACCOUNTS))} "
+            "(add it to contracts.SKLEARN_IMAGE_ACCOUNTS)"
+        ) from None
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{suffix}/{SKLEARN_IMAGE['repository']}:{SKLEARN_IMAGE['tag']}"
+
+
+# --- Events ---------------------------------------------------------------------------------
+EVENT_SOURCE = "aws.sagemaker"
+EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
+STATUS_PENDING = "PendingManualApproval"
+STATUS_APPROVED = "Approved"
+STATUS_REJECTED = "Rejected"
+
+
+def model_package_state_pattern(group_name: str, status: str) -> dict[str, Any]:
+    """EventBridge pattern for a status change of a package in one group (design: Events)."""
+    return {
+        "source": [EVENT_SOURCE],
+        "detail-type": [EVENT_DETAIL_TYPE],
+        "detail": {
+            "ModelPackageGroupName": [group_name],
+            "ModelApprovalStatus": [status],
+        },
+    }
+
+
+def auto_approval_pattern(group_name: str) -> dict[str, Any]:
+    return model_package_state_pattern(group_name, STATUS_PENDING)
+
+
+def github_trigger_pattern(group_name: str) -> dict[str, Any]:
+    return model_package_state_pattern(group_name, STATUS_APPROVED)
+
+
+def matches_pattern(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge matching for the subset our patterns use: nested objects and value lists."""
+    for key, expected in pattern.items():
+        if key not in event:
+            return False
+        actual = event[key]
+        if isinstance(expected, dict):
+            if not isinstance(actual, dict) or not matches_pattern(expected, actual):
+                return False
+        elif actual not in expected:
+            return False
+    return True
+
+
+# --- GitHub ---------------------------------------------------------------------------------
+# The deploy workflow's workflow_dispatch inputs; handlers/github_trigger.py sends exactly these.
+DISPATCH_INPUTS = ("model_package_arn", "model_package_group")
+DEPLOY_WORKFLOW_FILE = "model-deploy.yml"
+PRODUCTION_ENVIRONMENT = "production"
+
+# Repository Actions variables and secrets that GitHubIntegration creates and the workflows read.
+GITHUB_VARIABLES = (
+    "AWS_REGION",
+    "ARTIFACT_BUCKET",
+    "MODEL_PACKAGE_GROUP_NAME",
+    "INFERENCE_IMAGE_URI",
+    "SAGEMAKER_EXECUTION_ROLE_ARN",
+    "DEPLOYMENT_STAGES",
+    "PULUMI_STACK",
+)
+GITHUB_SECRETS = (
+    "AWS_PREVIEW_ROLE_ARN",
+    "AWS_DEPLOY_ROLE_ARN",
+    "AWS_INFRA_ROLE_ARN",
+    "PULUMI_ACCESS_TOKEN",
+)
+
+
+# --- Deployment stages (DEPLOYMENT_STAGES is a JSON list of these) -----------------------------
+@dataclass(frozen=True)
+class Serverless:
+    memory_size_mb: int = 2048
+    max_concurrency: int = 5
+
+
+@dataclass(frozen=True)
+class Instances:
+    instance_type: str = "ml.m5.large"
+    initial_instance_count: int = 1
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    min_capacity: int = 1
+    max_capacity: int = 2
+    target_invocations_per_instance: float = 100.0
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Blue/green canary: shift canary_percent, bake wait_seconds, roll back on any alarm."""
+
+    canary_percent: int = 10
+    wait_seconds: int = 300
+    alarm_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataCapture:
+    sampling_percent: int = 20
+    destination_s3_uri: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentStage:
+    name: str
+    endpoint_name: str
+    serverless: Optional[Serverless] = None
+    instances: Optional[Instances] = None
+    autoscaling: Optional[Autoscaling] = None
+    rollout: Optional[Rollout] = None
+    data_capture: Optional[DataCapture] = None
+    # A human gate stands before this stage (CodePipeline manual action / GitHub environment).
+    requires_approval: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+_STAGE_PARTS = {
+    "serverless": Serverless,
+    "instances": Instances,
+    "autoscaling": Autoscaling,
+    "rollout": Rollout,
+    "data_capture": DataCapture,
+}
+
+
+def parse_deployment_stages(text: str) -> list[DeploymentStage]:
+    """Parse DEPLOYMENT_STAGES; ValueError names the stage and key at fault and how to fix it."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{ENV_DEPLOYMENT_STAGES} is not valid JSON ({exc}); expected a JSON list of stages") from None
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{ENV_DEPLOYMENT_STAGES} must be a non-empty JSON list of stages")
+    stages: list[DeploymentStage] = []
+    for index, item in enumerate(raw):
+        where = f"{ENV_DEPLOYMENT_STAGES}[{index}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where} must be an object with at least 'name' and 'endpoint_name'")
+        unknown = set(item) - set(DeploymentStage.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}")
+        for key in ("name", "endpoint_name"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ValueError(f"{where}.{key} must be a non-empty string")
+        kwargs: dict[str, Any] = {"name": item["name"], "endpoint_name": item["endpoint_name"],
+                                  "requires_approval": bool(item.get("requires_approval", False))}
+        for key, cls in _STAGE_PARTS.items():
+            value = item.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} must be an object")
+            try:
+                if key == "rollout" and "alarm_names" in value:
+                    value = {**value, "alarm_names": tuple(value["alarm_names"])}
+                kwargs[key] = cls(**value)
+            except TypeError as exc:
+                raise ValueError(f"{where}.{key}: {exc}") from None
+        stage = DeploymentStage(**kwargs)
+        if (stage.serverless is None) == (stage.instances is None):
+            raise ValueError(f"{where} ({stage.name}) needs exactly one of 'serverless' or 'instances'")
+        if stage.serverless is not None and (stage.autoscaling or stage.rollout):
+            raise ValueError(
+                f"{where} ({stage.name}): autoscaling and blue/green rollout need 'instances', "
+                "not 'serverless' (SageMaker scales serverless endpoints itself)"
+            )
+        stages.append(stage)
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{ENV_DEPLOYMENT_STAGES} has duplicate stage names: {names}")
+    return stages
+
+
+def dump_deployment_stages(stages: list[DeploymentStage]) -> str:
+    return json.dumps([s.to_dict() for s in stages], sort_keys=True)
