@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 PROJECT = "sagemaker-mlops"
 
@@ -30,7 +30,7 @@ ENV_CHAMPION_MIN_DELTA = "CHAMPION_MIN_DELTA"
 ENV_DEPLOY_REPOSITORY = "DEPLOY_REPOSITORY"
 ENV_DEPLOY_WORKFLOW = "DEPLOY_WORKFLOW"
 ENV_DEPLOY_REF = "DEPLOY_REF"
-ENV_GITHUB_TOKEN_SECRET_ID = "GITHUB_TOKEN_SECRET_ID"
+ENV_GITHUB_TOKEN_SECRET_ID = "GITHUB_TOKEN_SECRET_ID"  # noqa: S105 - a variable name, not a secret
 ENV_GITHUB_API_URL = "GITHUB_API_URL"
 # Not in the contract table but read by register/deploy/teardown for tags and metadata.
 ENV_MLOPS_PROJECT = "MLOPS_PROJECT"
@@ -231,11 +231,11 @@ class DataCapture:
 class DeploymentStage:
     name: str
     endpoint_name: str
-    serverless: Optional[Serverless] = None
-    instances: Optional[Instances] = None
-    autoscaling: Optional[Autoscaling] = None
-    rollout: Optional[Rollout] = None
-    data_capture: Optional[DataCapture] = None
+    serverless: Serverless | None = None
+    instances: Instances | None = None
+    autoscaling: Autoscaling | None = None
+    rollout: Rollout | None = None
+    data_capture: DataCapture | None = None
     # A human gate stands before this stage (CodePipeline manual action / GitHub environment).
     requires_approval: bool = False
 
