@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo serve bench clean
+.PHONY: install test lint typecheck pytest workflows-lint demo serve bench clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) workflows-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright
 	$(PY) -m pytest
@@ -27,6 +27,12 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(PY) -m pytest
+
+# GitHub workflows: actionlint (syntax, expressions, shellcheck when installed) and zizmor's security
+# audits, offline so no GitHub token is needed. Both must report nothing.
+workflows-lint: $(STAMP)
+	$(VENV)/bin/actionlint
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
 demo: $(STAMP)
 	$(PY) -m local.demo

@@ -62,6 +62,8 @@ AUTO_APPROVE_ENV = (
     ENV_CHAMPION_MIN_DELTA,
 )
 GITHUB_TRIGGER_ENV = (
+    # The trigger ignores Approved events of other groups (defence behind the rule's filter).
+    ENV_MODEL_PACKAGE_GROUP_NAME,
     ENV_DEPLOY_REPOSITORY,
     ENV_DEPLOY_WORKFLOW,
     ENV_DEPLOY_REF,

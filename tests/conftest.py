@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -41,3 +42,13 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     finally:
         reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")  # noqa: S310 - loopback
         urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - loopback emulator
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model_dir, output_dir) of one default training run, shared by the session: train once."""
+    from training.train import train  # imported here so suites that never train skip scikit-learn
+
+    root = tmp_path_factory.mktemp("trained")
+    result = train(None, root / "model", root / "output")
+    return result.model_path.parent, result.evaluation_path.parent

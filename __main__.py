@@ -1,0 +1,236 @@
+"""sagemaker-mlops: reads the stack's config once, wires the components, exports what a user needs next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_github as github
+
+import contracts
+from components.alarms import RollbackAlarms, rollback_alarm_names
+from components.approval import AutoApproval
+from components.audit import AuditTrail
+from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs, default_token_secret_name
+from components.janitor import EndpointJanitor
+from components.naming import StackNames, partition_of
+from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection
+from components.registry import ModelRegistry
+from components.roles import Roles, RolesArgs
+from components.storage import ArtifactStore
+from config import Settings, load_settings, with_capture_destinations, with_rollback_alarms
+
+
+def main() -> None:
+    # First, before any resource: bad config fails here with a message naming the key.
+    settings = load_settings()
+    names = StackNames(project=settings.project, stack=settings.stack, group=settings.model_package_group_name)
+    region = settings.region
+
+    # Tags once, on the provider: every taggable AWS resource carries project and stack, which is
+    # how teardown and cost reports find exactly this stack's share.
+    aws_provider = aws.Provider(
+        "aws",
+        region=region,
+        default_tags={"tags": {contracts.TAG_PROJECT: settings.project, contracts.TAG_STACK: settings.stack}},
+    )
+    on_aws = pulumi.ResourceOptions(providers=[aws_provider])
+    account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=aws_provider)).account_id
+
+    store = ArtifactStore("artifacts", {"force_destroy": settings.force_destroy, "noncurrent_version_days": 90},
+                          opts=on_aws)
+    registry = ModelRegistry("registry", {
+        "group_name": settings.model_package_group_name,
+        "description": f"Models of {settings.github.repository} ({settings.project} stack {settings.stack})",
+    }, opts=on_aws)
+
+    codepipeline = settings.orchestrator == "codepipeline"
+    source = (SourceConnection("source", {"names": names, "existing_arn": settings.connection_arn}, opts=on_aws)
+              if codepipeline else None)
+    token_secret_name = default_token_secret_name(settings.stack, settings.project)
+    image_account = contracts.SKLEARN_IMAGE_ACCOUNTS[region]
+    roles_args: RolesArgs = {
+        "names": names,
+        "region": region,
+        "partition": partition_of(region),
+        "account_id": account_id,
+        "bucket": store.bucket,
+        "inference_image_repository": (image_account, str(contracts.SKLEARN_IMAGE["repository"])),
+        "orchestrator": settings.orchestrator,
+        "approval_mode": settings.approval.mode,
+        "repository": settings.github.repository,
+        "branch": settings.github.branch,
+        "oidc_provider_arn": settings.github.oidc_provider_arn,
+        "token_secret_name": token_secret_name,
+    }
+    if source is not None:
+        roles_args["connection_arn"] = source.arn
+    roles = Roles("roles", roles_args, opts=on_aws)
+
+    alarm_names: dict[str, tuple[str, ...]] = {}
+    for stage in settings.deployment_stages:
+        if stage.rollout is not None:
+            RollbackAlarms(f"rollback-{stage.name}",
+                           {"stage": stage, "latency_threshold_ms": settings.rollback_alarm_latency_ms}, opts=on_aws)
+            alarm_names[stage.name] = rollback_alarm_names(stage.endpoint_name)
+    stages = with_rollback_alarms(settings.deployment_stages, alarm_names)
+    stages_json = store.bucket.apply(
+        lambda bucket: contracts.dump_deployment_stages(with_capture_destinations(stages, bucket)))
+
+    approval = None
+    if settings.approval.mode == "auto":
+        assert roles.auto_approve_role_arn is not None
+        approval = AutoApproval("auto-approval", {
+            "names": names,
+            "role_arn": roles.auto_approve_role_arn,
+            "group_name": registry.group_name,
+            "thresholds": settings.approval.thresholds,
+            "champion_metric": settings.approval.champion_metric,
+            "champion_min_delta": settings.approval.champion_min_delta,
+            "log_retention_days": settings.log_retention_days,
+        }, opts=on_aws)
+
+    pipeline = None
+    if source is not None:
+        assert roles.codepipeline_role_arn and roles.train_build_role_arn and roles.deploy_build_role_arn
+        pipeline_args: ModelPipelineArgs = {
+            "names": names,
+            "region": region,
+            "repository": settings.github.repository,
+            "branch": settings.github.branch,
+            "connection_arn": source.arn,
+            "bucket": store.bucket,
+            "group_name": registry.group_name,
+            "inference_image_uri": settings.inference_image_uri,
+            "pipeline_role_arn": roles.codepipeline_role_arn,
+            "train_role_arn": roles.train_build_role_arn,
+            "deploy_role_arn": roles.deploy_build_role_arn,
+            "execution_role_arn": roles.sagemaker_execution_role_arn,
+            "deployment_stages": stages,
+            "deployment_stages_json": stages_json,
+            "approval_mode": settings.approval.mode,
+            "log_retention_days": settings.log_retention_days,
+        }
+        if approval is not None:
+            pipeline_args["auto_approve_function_name"] = approval.function_name
+        pipeline = ModelPipeline("pipeline", pipeline_args, opts=on_aws)
+
+    integration = _github_integration(settings, aws_provider, roles, store, registry, stages_json, token_secret_name)
+
+    # Deleted before the group and the bucket (it depends on both): its delete removes the
+    # endpoints, models and packages the pipeline created outside Pulumi's state.
+    EndpointJanitor("janitor", {
+        "project": settings.project, "stack": settings.stack, "group": registry.group_name, "region": region,
+    }, opts=pulumi.ResourceOptions(depends_on=[registry, store]))
+
+    trail = None
+    if settings.audit_trail:
+        trail = AuditTrail("audit", {
+            "trail_name": f"{names.prefix}-audit",
+            "account_id": account_id,
+            "region": region,
+            "force_destroy": settings.force_destroy,
+            "retention_days": 365,
+            "artifact_bucket_arn": store.bucket_arn,
+        }, opts=on_aws)
+
+    _export(settings, store, registry, roles, stages_json, source, pipeline, approval, integration, trail)
+
+
+def _github_integration(settings: Settings, aws_provider: aws.Provider, roles: Roles, store: ArtifactStore,
+                        registry: ModelRegistry, stages_json: pulumi.Output[str], token_secret_name: str
+                        ) -> GitHubIntegration | None:
+    """Repository settings (one owning stack per repository) and, for github-actions, the trigger."""
+    if not settings.needs_github_token:
+        return None
+    gh = settings.github
+    assert gh.token is not None
+    variables: dict[str, pulumi.Input[str]] = {
+        "AWS_REGION": settings.region,
+        "ARTIFACT_BUCKET": store.bucket,
+        "MODEL_PACKAGE_GROUP_NAME": registry.group_name,
+        "INFERENCE_IMAGE_URI": settings.inference_image_uri,
+        "SAGEMAKER_EXECUTION_ROLE_ARN": roles.sagemaker_execution_role_arn,
+        "DEPLOYMENT_STAGES": stages_json,
+        "PULUMI_STACK": settings.stack,
+    }
+    secrets: dict[str, pulumi.Input[str]] = {"AWS_PREVIEW_ROLE_ARN": roles.github_preview_role_arn}
+    if roles.github_deploy_role_arn is not None:
+        secrets["AWS_DEPLOY_ROLE_ARN"] = roles.github_deploy_role_arn
+    if gh.infra_role_arn:
+        secrets["AWS_INFRA_ROLE_ARN"] = gh.infra_role_arn
+    if gh.pulumi_access_token is not None:
+        secrets["PULUMI_ACCESS_TOKEN"] = gh.pulumi_access_token
+    args: GitHubIntegrationArgs = {
+        "repository": gh.repository,
+        "stack": settings.stack,
+        "token": gh.token,
+        "token_secret_name": token_secret_name,
+        "variables": variables,
+        "secrets": secrets,
+        "production_reviewers": list(gh.production_reviewers),
+        "manage_repository_settings": gh.manage_settings,
+        # A force-destroy stack deletes the token at once, so re-creating the stack can reuse the name.
+        "secret_recovery_window_days": 0 if settings.force_destroy else 7,
+    }
+    if settings.orchestrator == "github-actions":
+        assert roles.github_trigger_role_arn is not None
+        trigger: TriggerArgs = {
+            "role_arn": roles.github_trigger_role_arn,
+            "group_name": registry.group_name,
+            "deploy_workflow": contracts.DEPLOY_WORKFLOW_FILE,
+            "deploy_ref": gh.branch,
+            "github_api_url": gh.api_url,
+            "log_retention_days": settings.log_retention_days,
+        }
+        args["trigger"] = trigger
+    github_provider = github.Provider("github", owner=gh.owner, token=gh.token,
+                                      base_url=_github_base_url(gh.api_url))
+    return GitHubIntegration("github", args, opts=pulumi.ResourceOptions(providers=[aws_provider, github_provider]))
+
+
+def _github_base_url(api_url: str) -> str:
+    # The provider wants the API base with a trailing slash (GitHub Enterprise: https://host/api/v3/).
+    return api_url.rstrip("/") + "/"
+
+
+def _export(settings: Settings, store: ArtifactStore, registry: ModelRegistry, roles: Roles,
+            stages_json: pulumi.Output[str], source: SourceConnection | None, pipeline: ModelPipeline | None,
+            approval: AutoApproval | None, integration: GitHubIntegration | None, trail: Any) -> None:
+    pulumi.export("region", settings.region)
+    pulumi.export("orchestrator", settings.orchestrator)
+    pulumi.export("approvalMode", settings.approval.mode)
+    pulumi.export("artifactBucket", store.bucket)
+    pulumi.export("modelPackageGroupName", registry.group_name)
+    pulumi.export("endpointNames", [stage.endpoint_name for stage in settings.deployment_stages])
+    pulumi.export("deploymentStages", stages_json)
+    pulumi.export("sagemakerExecutionRoleArn", roles.sagemaker_execution_role_arn)
+    pulumi.export("githubOidcProviderArn", roles.oidc_provider_arn)
+    pulumi.export("githubPreviewRoleArn", roles.github_preview_role_arn)
+    if roles.github_deploy_role_arn is not None:
+        pulumi.export("githubDeployRoleArn", roles.github_deploy_role_arn)
+    if source is not None:
+        pulumi.export("connectionArn", source.arn)
+        pulumi.export("connectionStatus", (
+            "PENDING: activate it in the console (Developer Tools > Settings > Connections > Update pending "
+            "connection) before the first pipeline run" if source.pending_activation
+            else "existing connection (must be AVAILABLE)"))
+    if pipeline is not None:
+        pulumi.export("pipelineName", pipeline.pipeline_name)
+        pulumi.export("pipelineConsoleUrl", pipeline.console_url)
+        pulumi.export("studioCodeRepository", pipeline.code_repository_name)
+        if pipeline.approval_topic_arn is not None:
+            pulumi.export("approvalTopicArn", pipeline.approval_topic_arn)
+    if approval is not None:
+        pulumi.export("autoApprovalFunctionName", approval.function_name)
+        pulumi.export("autoApprovalDeadLetterQueueUrl", approval.dead_letter_queue_url)
+    if integration is not None:
+        pulumi.export("githubTokenSecretArn", integration.secret_arn)
+        if integration.dead_letter_queue_url is not None:
+            pulumi.export("githubTriggerDeadLetterQueueUrl", integration.dead_letter_queue_url)
+    if trail is not None:
+        pulumi.export("auditTrailArn", trail.trail_arn)
+
+
+main()

@@ -1,0 +1,574 @@
+"""Auto-approval gate: decide Approved / Rejected for a new model package from its metrics.
+
+Two callers reach the same decision code (design: Approval semantics):
+- the EventBridge rule on "SageMaker Model Package State Change" (PendingManualApproval, our group);
+- the CodePipeline Lambda-invoke action, whose input artifact carries model_package_arn.txt.
+Whichever runs first decides and writes the reason on the package; a later call finds the decision and,
+for a pipeline job, reports success exactly when the package is Approved.
+
+Shipped at the root of the Lambda archive with contracts.py beside it, hence `import contracts`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+import contracts
+
+LOGGER = logging.getLogger(__name__)
+LOGGER.setLevel(logging.INFO)
+
+MAX_APPROVAL_DESCRIPTION = 1024  # UpdateModelPackage limit
+MAX_JOB_MESSAGE = 5000  # PutJobFailureResult failureDetails.message limit
+MAX_JOB_SUMMARY = 2048  # PutJobSuccessResult executionDetails.summary limit
+METRICS_SECTION = "binary_classification_metrics"
+
+# Versioned packages only: the gate works on the packages of one group (".../model-package/<group>/<version>").
+MODEL_PACKAGE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
+)
+
+
+# --- Errors ---------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """The function's environment is wrong; nothing can be decided until the stack is fixed."""
+
+
+class MalformedEventError(ValueError):
+    """The event is not one this handler accepts. `job_id` is set when it is a readable CodePipeline job."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class MetricsUnavailable(Exception):
+    """The package's metrics cannot be used (absent, missing object, not the model-quality format)."""
+
+
+class PackageNotFound(Exception):
+    pass
+
+
+# --- Configuration --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApprovalConfig:
+    group_name: str
+    thresholds: Mapping[str, float]
+    champion_metric: str | None  # None: no champion comparison
+    champion_min_delta: float
+
+
+def _unit_interval(name: str, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0.0 <= float(raw) <= 1.0:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}")
+    return float(raw)
+
+
+def load_config(environ: Mapping[str, str]) -> ApprovalConfig:
+    """Read and validate the contract variables (contracts.AUTO_APPROVE_ENV); ConfigError says what to fix."""
+    group = environ.get(contracts.ENV_MODEL_PACKAGE_GROUP_NAME, "").strip()
+    if not group:
+        raise ConfigError(
+            f"{contracts.ENV_MODEL_PACKAGE_GROUP_NAME} is not set; the program sets it to the stack's group"
+        )
+
+    raw_thresholds = environ.get(contracts.ENV_APPROVAL_THRESHOLDS, "")
+    try:
+        thresholds = json.loads(raw_thresholds)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{contracts.ENV_APPROVAL_THRESHOLDS} is not valid JSON ({exc}); "
+            'expected an object of metric -> minimum, e.g. {"accuracy": 0.85, "auc": 0.9}'
+        ) from None
+    # An empty bar would approve every model: fail closed instead.
+    if not isinstance(thresholds, dict) or not thresholds:
+        raise ConfigError(
+            f"{contracts.ENV_APPROVAL_THRESHOLDS} must be a non-empty JSON object of metric -> minimum, "
+            'e.g. {"accuracy": 0.85, "auc": 0.9}'
+        )
+    parsed = {
+        str(metric): _unit_interval(f"{contracts.ENV_APPROVAL_THRESHOLDS}[{metric!r}]", bar)
+        for metric, bar in thresholds.items()
+    }
+
+    champion_metric = environ.get(contracts.ENV_CHAMPION_METRIC, "").strip() or None
+    raw_delta = environ.get(contracts.ENV_CHAMPION_MIN_DELTA, "").strip() or "0"
+    try:
+        delta: Any = float(raw_delta)
+    except ValueError:
+        delta = raw_delta
+    delta = _unit_interval(contracts.ENV_CHAMPION_MIN_DELTA, delta)  # NaN fails the range check too
+    return ApprovalConfig(group, parsed, champion_metric, delta)
+
+
+# --- Events ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackageStateChange:
+    model_package_arn: str
+    group_name: str
+    approval_status: str
+
+
+class ArtifactCredentials:
+    """The job's temporary S3 credentials; repr and str never show them."""
+
+    __slots__ = ("access_key_id", "secret_access_key", "session_token")
+
+    def __init__(self, access_key_id: str, secret_access_key: str, session_token: str) -> None:
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.session_token = session_token
+
+    def __repr__(self) -> str:
+        return "ArtifactCredentials(<redacted>)"
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    job_id: str
+    artifacts: tuple[S3Location, ...]
+    credentials: ArtifactCredentials = field(repr=False)
+
+
+def _require_str(container: Mapping[str, Any], key: str, where: str, job_id: str | None = None) -> str:
+    value = container.get(key)
+    if not isinstance(value, str) or not value:
+        # Name the field, never echo the value: the CodePipeline event carries credentials.
+        raise MalformedEventError(f"{where}.{key} must be a non-empty string", job_id)
+    return value
+
+
+def _require_dict(container: Mapping[str, Any], key: str, where: str, job_id: str | None = None) -> dict[str, Any]:
+    value = container.get(key)
+    if not isinstance(value, dict):
+        raise MalformedEventError(f"{where}.{key} must be an object", job_id)
+    return value
+
+
+def validate_model_package_arn(arn: str, where: str, job_id: str | None = None) -> str:
+    arn = arn.strip()
+    if not MODEL_PACKAGE_ARN.match(arn):
+        raise MalformedEventError(
+            f"{where} is not a versioned model package ARN "
+            f"(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>): {arn[:200]!r}",
+            job_id,
+        )
+    return arn
+
+
+def parse_state_change(event: Mapping[str, Any]) -> PackageStateChange:
+    if event.get("source") != contracts.EVENT_SOURCE or event.get("detail-type") != contracts.EVENT_DETAIL_TYPE:
+        raise MalformedEventError(
+            f"expected an EventBridge event with source {contracts.EVENT_SOURCE!r} and detail-type "
+            f"{contracts.EVENT_DETAIL_TYPE!r} or a CodePipeline job, got source={event.get('source')!r} "
+            f"detail-type={event.get('detail-type')!r}"
+        )
+    detail = _require_dict(event, "detail", "event")
+    arn = validate_model_package_arn(_require_str(detail, "ModelPackageArn", "detail"), "detail.ModelPackageArn")
+    group = _require_str(detail, "ModelPackageGroupName", "detail")
+    status = _require_str(detail, "ModelApprovalStatus", "detail")
+    return PackageStateChange(arn, group, status)
+
+
+def parse_pipeline_job(job: Any) -> PipelineJob:
+    if not isinstance(job, dict):
+        raise MalformedEventError("event['CodePipeline.job'] must be an object")
+    job_id = _require_str(job, "id", "CodePipeline.job")
+    where = "CodePipeline.job.data"
+    data = _require_dict(job, "data", "CodePipeline.job", job_id)
+    raw_artifacts = data.get("inputArtifacts")
+    if not isinstance(raw_artifacts, list) or not raw_artifacts:
+        raise MalformedEventError(
+            f"{where}.inputArtifacts must be a non-empty list; give the approval action the build output "
+            f"artifact that holds {contracts.MODEL_PACKAGE_ARN_FILE}",
+            job_id,
+        )
+    artifacts = []
+    for index, artifact in enumerate(raw_artifacts):
+        item = f"{where}.inputArtifacts[{index}]"
+        if not isinstance(artifact, dict):
+            raise MalformedEventError(f"{item} must be an object", job_id)
+        location = _require_dict(artifact, "location", item, job_id)
+        s3 = _require_dict(location, "s3Location", f"{item}.location", job_id)
+        artifacts.append(
+            S3Location(
+                _require_str(s3, "bucketName", f"{item}.location.s3Location", job_id),
+                _require_str(s3, "objectKey", f"{item}.location.s3Location", job_id),
+            )
+        )
+    creds = _require_dict(data, "artifactCredentials", where, job_id)
+    credentials = ArtifactCredentials(
+        _require_str(creds, "accessKeyId", f"{where}.artifactCredentials", job_id),
+        _require_str(creds, "secretAccessKey", f"{where}.artifactCredentials", job_id),
+        _require_str(creds, "sessionToken", f"{where}.artifactCredentials", job_id),
+    )
+    return PipelineJob(job_id, tuple(artifacts), credentials)
+
+
+def parse_event(event: Any) -> PackageStateChange | PipelineJob:
+    """Typed view of either accepted event; MalformedEventError names the field at fault."""
+    if not isinstance(event, dict):
+        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
+    if "CodePipeline.job" in event:
+        return parse_pipeline_job(event["CodePipeline.job"])
+    return parse_state_change(event)
+
+
+# --- Clients --------------------------------------------------------------------------------
+def artifact_s3_client(credentials: ArtifactCredentials) -> Any:
+    # Pipeline artifact buckets are KMS-encrypted: SigV4 is required to read them.
+    return boto3.client(
+        "s3",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+        config=Config(signature_version="s3v4"),
+    )
+
+
+class Clients:
+    """boto3 clients, created on first use and kept for the container's life; any can be injected."""
+
+    def __init__(
+        self,
+        sagemaker: Any = None,
+        s3: Any = None,
+        codepipeline: Any = None,
+        artifact_s3: Callable[[ArtifactCredentials], Any] = artifact_s3_client,
+    ) -> None:
+        self._sagemaker = sagemaker
+        self._s3 = s3
+        self._codepipeline = codepipeline
+        self.artifact_s3 = artifact_s3
+
+    @property
+    def sagemaker(self) -> Any:
+        if self._sagemaker is None:
+            self._sagemaker = boto3.client("sagemaker")
+        return self._sagemaker
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = boto3.client("s3")
+        return self._s3
+
+    @property
+    def codepipeline(self) -> Any:
+        if self._codepipeline is None:
+            self._codepipeline = boto3.client("codepipeline")
+        return self._codepipeline
+
+
+_clients: Clients | None = None
+
+
+def default_clients() -> Clients:
+    global _clients
+    if _clients is None:
+        _clients = Clients()
+    return _clients
+
+
+# --- Metrics --------------------------------------------------------------------------------
+def parse_model_quality(document: Any) -> dict[str, float]:
+    """metric -> value from SageMaker's model-quality statistics (binary_classification_metrics.<m>.value)."""
+    if not isinstance(document, dict) or not isinstance(document.get(METRICS_SECTION), dict):
+        raise MetricsUnavailable(f"metrics file has no {METRICS_SECTION!r} object (SageMaker model-quality format)")
+    values: dict[str, float] = {}
+    for name, entry in document[METRICS_SECTION].items():
+        # Curves and the confusion matrix carry no scalar "value"; only scalars can meet a bar.
+        if isinstance(entry, dict):
+            value = entry.get("value")
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                values[name] = float(value)
+    return values
+
+
+def _split_s3_uri(uri: str) -> S3Location:
+    match = re.match(r"^s3://([^/]+)/(.+)$", uri)
+    if not match:
+        raise MetricsUnavailable(f"metrics location {uri[:200]!r} is not an s3://bucket/key URI")
+    return S3Location(match.group(1), match.group(2))
+
+
+def read_package_metrics(package: Mapping[str, Any], s3: Any) -> dict[str, float]:
+    """The package's ModelQuality statistics from S3.
+
+    A missing or malformed file is the package's problem -> MetricsUnavailable (it will be rejected).
+    Access denied, throttling and server errors are ours or transient -> ClientError propagates, so the
+    package stays pending and Lambda's retries / the dead-letter queue see the failure.
+    """
+    statistics = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+    uri = statistics.get("S3Uri")
+    if not isinstance(uri, str) or not uri:
+        raise MetricsUnavailable("package has no ModelMetrics.ModelQuality.Statistics.S3Uri")
+    location = _split_s3_uri(uri)
+    try:
+        body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+            raise MetricsUnavailable(f"metrics file {uri} does not exist ({code})") from None
+        raise
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetricsUnavailable(f"metrics file {uri} is not valid JSON ({exc})") from None
+    return parse_model_quality(document)
+
+
+# --- Decision -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    status: str  # contracts.STATUS_APPROVED or contracts.STATUS_REJECTED
+    checks: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        text = f"auto-approval: {self.status}. " + "; ".join(self.checks)
+        if len(text) > MAX_APPROVAL_DESCRIPTION:
+            text = text[: MAX_APPROVAL_DESCRIPTION - 3] + "..."
+        return text
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def find_champion(sagemaker: Any, group_name: str) -> dict[str, Any] | None:
+    """The newest Approved package of the group, described; None when nothing was approved yet."""
+    page = sagemaker.list_model_packages(
+        ModelPackageGroupName=group_name,
+        ModelApprovalStatus=contracts.STATUS_APPROVED,
+        SortBy="CreationTime",
+        SortOrder="Descending",
+        MaxResults=1,
+    )
+    summaries = page.get("ModelPackageSummaryList", [])
+    if not summaries:
+        return None
+    return sagemaker.describe_model_package(ModelPackageName=summaries[0]["ModelPackageArn"])
+
+
+def evaluate(package: Mapping[str, Any], config: ApprovalConfig, clients: Clients) -> Decision:
+    """Compare the package's metrics with the bars and the champion; never approves without readable metrics."""
+    try:
+        metrics = read_package_metrics(package, clients.s3)
+    except MetricsUnavailable as exc:
+        return Decision(contracts.STATUS_REJECTED, (f"metrics unavailable: {exc}",))
+
+    checks: list[str] = []
+    passed = True
+    for metric, bar in sorted(config.thresholds.items()):
+        if metric not in metrics:
+            checks.append(f"{metric} absent from metrics (bar {_fmt(bar)}) FAIL")
+            passed = False
+        elif metrics[metric] >= bar:
+            checks.append(f"{metric} {_fmt(metrics[metric])} >= {_fmt(bar)} ok")
+        else:
+            checks.append(f"{metric} {_fmt(metrics[metric])} < {_fmt(bar)} FAIL")
+            passed = False
+
+    if config.champion_metric is None:
+        checks.append("champion comparison disabled")
+    else:
+        passed = _compare_with_champion(metrics, config, clients, checks) and passed
+
+    return Decision(contracts.STATUS_APPROVED if passed else contracts.STATUS_REJECTED, tuple(checks))
+
+
+def _compare_with_champion(
+    metrics: Mapping[str, float], config: ApprovalConfig, clients: Clients, checks: list[str]
+) -> bool:
+    metric = config.champion_metric
+    assert metric is not None
+    champion = find_champion(clients.sagemaker, config.group_name)
+    if champion is None:
+        checks.append("no approved champion yet ok")
+        return True
+    champion_arn = champion["ModelPackageArn"]
+    if metric not in metrics:
+        checks.append(f"champion {champion_arn}: {metric} absent from new metrics FAIL")
+        return False
+    try:
+        champion_value = read_package_metrics(champion, clients.s3).get(metric)
+    except MetricsUnavailable as exc:
+        champion_value = None
+        checks.append(f"champion {champion_arn} metrics unavailable ({exc})")
+    if champion_value is None:
+        # Fail closed: without the champion's figure the new model is not shown to be better.
+        checks.append(f"champion {champion_arn}: cannot compare {metric} FAIL (fix its metrics or approve by hand)")
+        return False
+    gain = metrics[metric] - champion_value
+    ok = gain >= config.champion_min_delta
+    checks.append(
+        f"champion {champion_arn} {metric} {_fmt(champion_value)}: new {_fmt(metrics[metric])}, "
+        f"gain {gain:+.4f} {'>=' if ok else '<'} {_fmt(config.champion_min_delta)} {'ok' if ok else 'FAIL'}"
+    )
+    return ok
+
+
+def describe_package(sagemaker: Any, arn: str) -> dict[str, Any]:
+    try:
+        return sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message", "")).lower()
+        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
+            "not found" in message or "does not exist" in message
+        ):
+            raise PackageNotFound(f"model package {arn} does not exist") from None
+        raise
+
+
+def log_json(**fields: Any) -> None:
+    LOGGER.info(json.dumps(fields, sort_keys=True, default=str))
+
+
+def decide_package(package: Mapping[str, Any], config: ApprovalConfig, clients: Clients) -> str:
+    """Decide a PendingManualApproval package and record the decision on it; returns the new status."""
+    arn = package["ModelPackageArn"]
+    decision = evaluate(package, config, clients)
+    clients.sagemaker.update_model_package(
+        ModelPackageArn=arn,
+        ModelApprovalStatus=decision.status,
+        ApprovalDescription=decision.description,
+    )
+    log_json(action="decided", model_package_arn=arn, decision=decision.status, reason=decision.description)
+    return decision.status
+
+
+# --- The two entry paths --------------------------------------------------------------------
+def handle_state_change(change: PackageStateChange, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
+    arn = change.model_package_arn
+    # The rule filters on group and status; checking again keeps replays and stray events harmless.
+    if change.group_name != config.group_name:
+        log_json(action="ignored", model_package_arn=arn, reason=f"group {change.group_name!r} is not ours")
+        return {"action": "ignored", "model_package_arn": arn}
+    package = describe_package(clients.sagemaker, arn)
+    if package.get("ModelPackageGroupName") != config.group_name:
+        log_json(action="ignored", model_package_arn=arn, reason="package is not in our group")
+        return {"action": "ignored", "model_package_arn": arn}
+    status = package.get("ModelApprovalStatus")
+    if status != contracts.STATUS_PENDING:
+        log_json(action="ignored", model_package_arn=arn, reason=f"already decided: {status}")
+        return {"action": "ignored", "model_package_arn": arn, "status": status}
+    return {"action": "decided", "model_package_arn": arn, "status": decide_package(package, config, clients)}
+
+
+class ArtifactError(Exception):
+    pass
+
+
+def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
+    """The package ARN from the first input artifact whose zip holds model_package_arn.txt."""
+    s3 = clients.artifact_s3(job.credentials)
+    for location in job.artifacts:
+        try:
+            body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise ArtifactError(f"input artifact s3://{location.bucket}/{location.key} does not exist") from None
+            raise
+        try:
+            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+                names = {name.lstrip("./"): name for name in archive.namelist()}
+                member = names.get(contracts.MODEL_PACKAGE_ARN_FILE)
+                if member is None:
+                    continue
+                text = archive.read(member).decode("utf-8")
+        except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise ArtifactError(
+                f"input artifact s3://{location.bucket}/{location.key} is not a readable zip ({exc})"
+            ) from None
+        return validate_model_package_arn(text, f"{contracts.MODEL_PACKAGE_ARN_FILE} in the input artifact")
+    raise ArtifactError(
+        f"no input artifact contains {contracts.MODEL_PACKAGE_ARN_FILE}; the build stage must write it "
+        "(training/register.py) and pass its output artifact to the approval action"
+    )
+
+
+def _fail_job(codepipeline: Any, job_id: str, failure_type: str, message: str) -> dict[str, Any]:
+    codepipeline.put_job_failure_result(
+        jobId=job_id, failureDetails={"type": failure_type, "message": message[:MAX_JOB_MESSAGE]}
+    )
+    log_json(action="pipeline_job_failed", job_id=job_id, failure_type=failure_type, reason=message)
+    return {"action": "job_failed", "job_id": job_id, "reason": message}
+
+
+def handle_pipeline_job(job: PipelineJob, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
+    """Decide (if still pending) the build's package and end the job: success exactly when Approved.
+
+    Problems that a retry cannot fix (artifact without the ARN, unknown package, another group) end the job
+    with a failure at once, so the pipeline shows the reason instead of waiting for the action's timeout.
+    AWS errors (throttling, access denied) raise: CodePipeline invokes the function asynchronously, so
+    Lambda retries it, and deciding again is harmless because the decision is recorded on the package.
+    """
+    try:
+        arn = read_arn_from_artifacts(job, clients)
+        package = describe_package(clients.sagemaker, arn)
+    except (ArtifactError, MalformedEventError, PackageNotFound) as exc:
+        return _fail_job(clients.codepipeline, job.job_id, "ConfigurationError", str(exc))
+    group = package.get("ModelPackageGroupName")
+    if group != config.group_name:
+        return _fail_job(
+            clients.codepipeline,
+            job.job_id,
+            "ConfigurationError",
+            f"model package {arn} is in group {group!r}, not this stack's group {config.group_name!r}",
+        )
+    status = package.get("ModelApprovalStatus")
+    if status == contracts.STATUS_PENDING:
+        status = decide_package(package, config, clients)
+        package = describe_package(clients.sagemaker, arn)
+    else:
+        log_json(action="already_decided", model_package_arn=arn, status=status, job_id=job.job_id)
+    description = str(package.get("ApprovalDescription") or "")
+    if status == contracts.STATUS_APPROVED:
+        summary = f"{arn} Approved. {description}"[:MAX_JOB_SUMMARY]
+        clients.codepipeline.put_job_success_result(jobId=job.job_id, executionDetails={"summary": summary})
+        log_json(action="pipeline_job_succeeded", job_id=job.job_id, model_package_arn=arn)
+        return {"action": "job_succeeded", "job_id": job.job_id, "model_package_arn": arn}
+    return _fail_job(
+        clients.codepipeline, job.job_id, "JobFailed", f"model package {arn} is {status}, not Approved. {description}"
+    )
+
+
+def handle(event: Any, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
+    try:
+        parsed = parse_event(event)
+    except MalformedEventError as exc:
+        if exc.job_id is None:
+            raise
+        # A readable job id: end the job with the reason instead of letting the action time out.
+        return _fail_job(clients.codepipeline, exc.job_id, "ConfigurationError", f"malformed job event: {exc}")
+    if isinstance(parsed, PipelineJob):
+        return handle_pipeline_job(parsed, config, clients)
+    return handle_state_change(parsed, config, clients)
+
+
+def handler(event: Any, context: Any, clients: Clients | None = None) -> dict[str, Any]:
+    """Lambda entry point. Never logs the event: a CodePipeline job carries temporary credentials."""
+    return handle(event, load_config(os.environ), clients or default_clients())

@@ -1,0 +1,1 @@
+"""The embedded run: a loopback stand-in for SageMaker hosting and the model container it serves."""

@@ -1,0 +1,99 @@
+"""`make demo`: the model lifecycle end to end on this machine, against an AWS emulator.
+
+    python -m local.demo [--thresholds '{"auc": 0.999}'] [--workdir .demo] [--plain]
+
+Build (train, evaluate, register) -> Approval (the auto-approval handler decides) -> Deploy (endpoint,
+smoke-tested through the real model) -> Serve (predictions from the deployed artifact).
+Exit codes: 0 success, 1 a stage failed, 2 bad arguments, 3 the model was rejected (nothing deployed),
+130 interrupted. Everything started is stopped in every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from local.emulator import EmulatorError
+from local.runner import (
+    DEFAULT_WORKDIR,
+    EXIT_INTERRUPTED,
+    Console,
+    DemoOptions,
+    DemoResult,
+    DemoRun,
+    StageFailed,
+    print_summary,
+)
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """--thresholds: a JSON object of metric -> minimum in [0, 1]."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f'not JSON ({exc.msg}); e.g. --thresholds \'{{"auc": 0.999}}\'') from None
+    if not isinstance(value, dict) or not value:
+        raise argparse.ArgumentTypeError('expected a non-empty JSON object, e.g. {"auc": 0.999}')
+    bars: dict[str, float] = {}
+    for metric, bar in value.items():
+        if isinstance(bar, bool) or not isinstance(bar, int | float) or not 0 <= bar <= 1:
+            raise argparse.ArgumentTypeError(f"{metric}: {bar!r} is not a number between 0 and 1")
+        bars[str(metric)] = float(bar)
+    return bars
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--thresholds", type=parse_thresholds, default=None,
+                        help="approval bars instead of the dev profile's, e.g. '{\"auc\": 0.999}' to see a rejection")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="work directory, emptied at start (default: .demo)")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--plain", action="store_true", help="plain lines, no spinner, even on a terminal")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the same cleanup path stops everything we started.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(options: DemoOptions, console: Console) -> tuple[int, DemoResult | None]:
+    """Run the demo and print its summary; returns (exit code, result)."""
+    demo = DemoRun(options, console)
+    try:
+        result = demo.run()
+    except StageFailed as exc:
+        print_summary(console, demo.result, f"stopped at {exc.stage}")
+        console.print(f"demo: {exc}")
+        return exc.exit_code, demo.result
+    except KeyboardInterrupt:
+        print_summary(console, demo.result, "interrupted")
+        console.print("demo: interrupted; everything it started is stopped")
+        return EXIT_INTERRUPTED, demo.result
+    except (EmulatorError, ValueError) as exc:
+        console.print(f"demo: error: {exc}")
+        return 1, demo.result
+    print_summary(console, result, "ok")
+    return 0, result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored; the demo must still stop cleanly on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    console = Console(sys.stdout, interactive=False if args.plain else None)
+    options = DemoOptions(workdir=args.workdir, thresholds=args.thresholds, region=args.region)
+    code, _ = run(options, console)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""SageMaker's model-container contract (GET /ping, POST /invocations), served by gunicorn.
+
+The SageMaker scikit-learn container runs the artifact's own ``code/inference.py`` (``model_fn``,
+``input_fn``, ``predict_fn``, ``output_fn``) behind gunicorn; this module does the same on loopback, so
+the embedded run, the deploy smoke test and ``make serve`` exercise the exact code a real endpoint runs.
+
+    python -m local.model_server --model PATH(dir or model.tar.gz) --port 8080 [--workers 2]
+
+Python API: ``start_model_server(path) -> ModelServer`` (a context manager) starts gunicorn in a
+subprocess on a free loopback port and returns once ``/ping`` answers 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+import contracts
+
+LOG = logging.getLogger("local.model_server")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The model directory a gunicorn worker loads (set by the CLI before workers fork).
+ENV_MODEL_DIR = "MODEL_SERVER_MODEL_DIR"
+# The container answers with this type when the request's Accept is absent or */*
+# (SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT in the SageMaker inference toolkit).
+ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+DEFAULT_ACCEPT = "application/json"
+# SageMaker caps a real-time request payload at 6 MB; the same bound keeps a bad client from
+# making a worker read an unbounded body.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
+StartResponse = Callable[..., Any]
+
+
+class ModelServerError(RuntimeError):
+    """The model server could not be started or did not become healthy."""
+
+
+@dataclass(frozen=True)
+class InferenceHandlers:
+    """The four functions of a SageMaker inference script."""
+
+    model_fn: Callable[[str], Any]
+    input_fn: Callable[[bytes, str], Any]
+    predict_fn: Callable[[Any, Any], Any]
+    output_fn: Callable[[Any, str], Any]
+    source: str
+
+
+def _load_script(path: Path) -> ModuleType:
+    # The container puts code/ on sys.path so the script can import its own helpers.
+    code_dir = str(path.parent)
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    spec = importlib.util.spec_from_file_location(f"_model_inference_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise ModelServerError(f"cannot import inference script {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_handlers(model_dir: Path) -> InferenceHandlers:
+    """The artifact's own code/inference.py when it has one (as the container does), else training.inference."""
+    script = model_dir / "code" / contracts.INFERENCE_SCRIPT
+    if script.is_file():
+        module = _load_script(script)
+        source = str(script)
+    else:
+        module = importlib.import_module("training.inference")
+        source = "training.inference"
+    missing = [name for name in ("model_fn", "input_fn", "predict_fn", "output_fn") if not hasattr(module, name)]
+    if missing:
+        raise ModelServerError(f"inference script {source} lacks {', '.join(missing)}; SageMaker needs all four")
+    return InferenceHandlers(module.model_fn, module.input_fn, module.predict_fn, module.output_fn, source)
+
+
+def unpack_model(archive: Path, destination: Path) -> Path:
+    """Unpack a model.tar.gz the way SageMaker does into /opt/ml/model; refuses paths outside it."""
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(destination, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ModelServerError(f"cannot unpack model archive {archive}: {exc}") from None
+    return destination
+
+
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _accept_type(header: str | None) -> str:
+    for part in (header or "").split(","):
+        media = _media_type(part)
+        if media and media != "*/*":
+            return media
+    return os.environ.get(ENV_DEFAULT_ACCEPT, DEFAULT_ACCEPT)
+
+
+def _error_status(exc: BaseException) -> int | None:
+    # training/inference.py marks client errors with `.status` (415 unsupported type, 400 bad body).
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return status
+    return None
+
+
+class ModelApp:
+    """WSGI app for one model directory; the model loads in a background thread so /ping can say 503."""
+
+    def __init__(self, model_dir: Path, *, background: bool = True) -> None:
+        self.model_dir = model_dir
+        self._handlers: InferenceHandlers | None = None
+        self._model: Any = None
+        self._error: str | None = None
+        self._ready = threading.Event()
+        if background:
+            threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            handlers = load_handlers(self.model_dir)
+            self._model = handlers.model_fn(str(self.model_dir))
+            self._handlers = handlers
+            LOG.info("model loaded from %s with %s", self.model_dir, handlers.source)
+        except Exception as exc:
+            LOG.error("model failed to load from %s:\n%s", self.model_dir, traceback.format_exc())
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._ready.set()
+
+    @property
+    def loaded(self) -> bool:
+        return self._handlers is not None
+
+    def __call__(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/ping":
+            if method not in ("GET", "HEAD"):
+                return _respond(start_response, 405, "use GET /ping")
+            return self._ping(start_response)
+        if path == "/invocations":
+            if method != "POST":
+                return _respond(start_response, 405, "use POST /invocations")
+            return self._invoke(environ, start_response)
+        return _respond(start_response, 404, f"no route {path}; the container answers GET /ping and POST /invocations")
+
+    def _ping(self, start_response: StartResponse) -> Iterable[bytes]:
+        if self._error is not None:
+            # 500 (not 503) tells a waiting caller that loading failed for good, so it stops waiting.
+            return _respond(start_response, 500, f"model failed to load: {self._error}")
+        if not self.loaded:
+            return _respond(start_response, 503, "model is loading")
+        return _respond(start_response, 200, "")
+
+    def _invoke(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        handlers = self._handlers
+        if handlers is None:
+            reason = (f"model failed to load: {self._error}" if self._error
+                      else "model is loading; retry after /ping is 200")
+            return _respond(start_response, 503, reason)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _respond(start_response, 400, "invalid Content-Length header")
+        if length > MAX_BODY_BYTES:
+            return _respond(start_response, 413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+        body = environ["wsgi.input"].read(length) if length else b""
+        content_type = _media_type(environ.get("CONTENT_TYPE"))
+        accept = _accept_type(environ.get("HTTP_ACCEPT"))
+        if not body:
+            return _respond(start_response, 400,
+                            f"empty request body; send rows as one of {', '.join(contracts.CONTENT_TYPES)}")
+        try:
+            data = handlers.input_fn(body, content_type)
+            prediction = handlers.predict_fn(data, self._model)
+            result = handlers.output_fn(prediction, accept)
+        except Exception as exc:
+            status = _error_status(exc)
+            if status is not None:
+                return _respond(start_response, status, str(exc))
+            LOG.error("inference failed:\n%s", traceback.format_exc())
+            return _respond(start_response, 500, f"inference failed: {type(exc).__name__}: {exc}")
+        # The inference toolkit accepts output_fn returning the body or (body, content_type).
+        response_type = accept
+        if isinstance(result, tuple):
+            result, response_type = result
+        payload = result.encode() if isinstance(result, str) else bytes(result)
+        return _respond(start_response, 200, payload, response_type)
+
+
+def _respond(start_response: StartResponse, status: int, body: bytes | str,
+             content_type: str = "text/plain") -> list[bytes]:
+    payload = body.encode() if isinstance(body, str) else body
+    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+               413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
+               503: "Service Unavailable"}
+    start_response(f"{status} {reasons.get(status, 'Error')}",
+                   [("Content-Type", content_type), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def create_app() -> ModelApp:
+    """gunicorn's app factory: each worker loads the model named by MODEL_SERVER_MODEL_DIR."""
+    model_dir = os.environ.get(ENV_MODEL_DIR)
+    if not model_dir:
+        raise ModelServerError(f"{ENV_MODEL_DIR} is not set; run `python -m local.model_server --model PATH`")
+    return ModelApp(Path(model_dir))
+
+
+class _Gunicorn(BaseApplication):
+    """gunicorn's documented custom-application hook, so the CLI needs no config file."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        assert self.cfg is not None
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> ModelApp:
+        return create_app()
+
+
+def serve(model_dir: Path, *, bind: str, workers: int = 1) -> None:
+    """Run gunicorn in the foreground until it is stopped (SIGTERM/SIGINT)."""
+    os.environ[ENV_MODEL_DIR] = str(model_dir)
+    _Gunicorn({"bind": [bind], "workers": workers, "timeout": 60, "graceful_timeout": 5,
+               "loglevel": "warning", "accesslog": None}).run()
+
+
+def resolve_model(model: Path, workdir: Path) -> Path:
+    """A model directory as is, or a model.tar.gz unpacked into workdir; ValueError says what was wrong."""
+    if model.is_dir():
+        return model
+    if model.is_file() and model.name.endswith((".tar.gz", ".tgz")):
+        return unpack_model(model, workdir)
+    raise ValueError(f"--model {model}: expected a model directory or a model.tar.gz file")
+
+
+# --- Managing a server from Python ----------------------------------------------------------------
+@dataclass
+class ModelServer:
+    """A running gunicorn model server on loopback; stop() (or leaving the with-block) ends it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._workdir.cleanup()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> ModelServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ping(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310 - loopback URL we built
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def start_model_server(model: Path, *, workers: int = 1, timeout: float = 60.0, wait: bool = True) -> ModelServer:
+    """Start gunicorn on a free loopback port for a model dir or model.tar.gz; return once /ping is 200.
+
+    The listening socket is bound here and handed to gunicorn (``fd://``), so there is no window in
+    which another process could take the port. ``wait=False`` returns as soon as the process runs.
+    """
+    workdir = tempfile.TemporaryDirectory(prefix="model-server-")
+    try:
+        model_dir = resolve_model(model, Path(workdir.name) / "model")
+    except Exception:
+        workdir.cleanup()
+        raise
+    log_path = Path(workdir.name) / "gunicorn.log"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    with listener, open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
+             "--fd", str(listener.fileno()), "--workers", str(workers)],
+            pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
+        )
+    server = ModelServer(f"http://127.0.0.1:{port}", process, log_path, workdir)
+    if wait:
+        try:
+            wait_until_healthy(server, timeout=timeout)
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+def wait_until_healthy(server: ModelServer, timeout: float = 60.0) -> None:
+    """Poll /ping until 200; raise at once if the process dies or the model fails to load."""
+    deadline = time.monotonic() + timeout
+    status, text = 0, ""
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ModelServerError(
+                f"model server exited with code {server.process.returncode}:\n{server.log_tail()}"
+            )
+        status, text = _ping(server.url)
+        if status == 200:
+            return
+        if status == 500:
+            raise ModelServerError(f"model server at {server.url}: {text}\n{server.log_tail()}")
+        time.sleep(0.05)
+    raise ModelServerError(
+        f"model server at {server.url} not healthy after {timeout:.0f}s (last /ping: {status} {text})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.model_server",
+                                     description="Serve a model through the SageMaker container contract.")
+    parser.add_argument("--model", required=True, type=Path, help="model directory or model.tar.gz")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    parser.add_argument("--workers", type=int, default=1)
+    # Internal: serve on a listening socket inherited from start_model_server().
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="model-server-") as workdir:
+        try:
+            model_dir = resolve_model(args.model, Path(workdir) / "model")
+        except (ValueError, ModelServerError) as exc:
+            print(f"model_server: error: {exc}", file=sys.stderr)
+            return 2
+        bind = f"fd://{args.fd}" if args.fd is not None else f"{args.host}:{args.port}"
+        if args.fd is None:
+            print(f"serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
+        serve(model_dir, bind=bind, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

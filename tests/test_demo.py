@@ -1,0 +1,201 @@
+"""The embedded run (`make demo`): the stage runner end to end against moto's server, with real HTTP.
+
+The end-to-end tests drive local.demo.run exactly as `make demo` does, attached to the suite's moto
+server (the `aws` fixture) so they can read the emulator afterwards, or with an emulator of their own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+import contracts
+from local import demo
+from local.emulator import Emulator
+from local.runner import (
+    EXIT_REJECTED,
+    Console,
+    DemoOptions,
+    StageFailed,
+    load_buildspec,
+    package_state_change_event,
+    prepare_workdir,
+    run_buildspec,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _answers(url: str) -> bool:
+    """Whether anything listens at url (any HTTP status counts as an answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _run(options: DemoOptions) -> tuple[int, demo.DemoResult | None, str]:
+    out = io.StringIO()
+    code, result = demo.run(options, Console(out, interactive=False))
+    return code, result, out.getvalue()
+
+
+# --- End to end -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops_its_servers(
+    aws: str, tmp_path: Path
+) -> None:
+    code, result, output = _run(DemoOptions(workdir=tmp_path / "demo", emulator_url=aws))
+
+    assert code == 0, output
+    assert result is not None
+    endpoints = boto3.client("sagemaker").list_endpoints()["Endpoints"]
+    assert [(e["EndpointName"], e["EndpointStatus"]) for e in endpoints] == [
+        (name, "InService") for name in result.endpoints
+    ], output
+    assert {p.content_type for p in result.predictions} == {"text/csv", "application/json"}
+    for prediction in result.predictions:
+        assert prediction.rows == len(prediction.probabilities) == len(prediction.labels) > 0
+        assert all(0.0 <= p <= 1.0 for p in prediction.probabilities), prediction
+    # The same rows give the same answer whichever content type carried them.
+    csv_answer, json_answer = sorted(result.predictions, key=lambda p: p.content_type != "text/csv")
+    assert csv_answer.probabilities == json_answer.probabilities
+    assert result.model_server_url and not _answers(f"{result.model_server_url}/ping")
+
+
+@pytest.mark.slow
+def test_rejected_model_deploys_nothing_and_exits_non_zero_with_the_reason(aws: str, tmp_path: Path) -> None:
+    code, result, output = _run(
+        DemoOptions(workdir=tmp_path / "demo", emulator_url=aws, thresholds={"auc": 0.999})
+    )
+
+    assert code == EXIT_REJECTED != 0
+    assert result is not None
+    sagemaker = boto3.client("sagemaker")
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+    assert sagemaker.list_models()["Models"] == []
+    package = sagemaker.describe_model_package(ModelPackageName=result.package_arn)
+    assert package["ModelApprovalStatus"] == contracts.STATUS_REJECTED
+    assert "auc" in package["ApprovalDescription"]
+    assert f"model rejected, nothing deployed: {package['ApprovalDescription']}" in output
+    assert [s.name for s in result.stages] == ["Build", "Approval"]
+
+
+def test_emulator_runs_in_a_child_process_that_stop_ends() -> None:
+    emulator = Emulator.start()
+    url = emulator.endpoint_url
+    assert _answers(f"{url}/moto-api")
+    process = emulator._process
+    emulator.stop()
+
+    assert process is not None and process.poll() is not None
+    assert not _answers(f"{url}/moto-api")
+
+
+# --- The approval event -------------------------------------------------------------------------------
+def _pending_package(group: str) -> dict:
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelApprovalStatus=contracts.STATUS_PENDING,
+        InferenceSpecification={
+            "Containers": [{"Image": contracts.inference_image_uri("us-east-1"),
+                            "ModelDataUrl": "s3://bucket/model.tar.gz"}],
+            "SupportedContentTypes": list(contracts.CONTENT_TYPES),
+            "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES),
+        },
+    )["ModelPackageArn"]
+    return sagemaker.describe_model_package(ModelPackageName=arn)
+
+
+def test_runner_approval_event_matches_the_programs_auto_approval_pattern(aws: str) -> None:
+    event = package_state_change_event(_pending_package("churn-dev"), "us-east-1")
+
+    assert contracts.matches_pattern(contracts.auto_approval_pattern("churn-dev"), event)
+    assert event["resources"] == [event["detail"]["ModelPackageArn"]]
+    json.dumps(event)  # what EventBridge delivers is JSON: no datetimes left in it
+
+
+def test_runner_approval_event_is_not_matched_by_another_groups_pattern(aws: str) -> None:
+    event = package_state_change_event(_pending_package("churn-dev"), "us-east-1")
+
+    assert not contracts.matches_pattern(contracts.auto_approval_pattern("churn-prod"), event)
+
+
+# --- The CodeBuild stand-in ---------------------------------------------------------------------------
+def _buildspec(tmp_path: Path, phases: str) -> Path:
+    path = tmp_path / "buildspec.yml"
+    path.write_text("version: 0.2\nphases:\n" + phases)
+    return path
+
+
+def test_buildspec_commands_share_one_shell_session_like_codebuild(tmp_path: Path) -> None:
+    spec = load_buildspec(_buildspec(tmp_path, (
+        "  pre_build:\n    commands:\n      - export GREETING=hello\n      - mkdir sub && cd sub\n"
+        "  build:\n    commands:\n      - echo \"$GREETING from $(basename \"$PWD\")\" > out.txt\n"
+    )))
+
+    run_buildspec(spec, stage="Build", source_dir=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                  console=Console(io.StringIO(), interactive=False), log_path=tmp_path / "logs" / "b.log")
+
+    assert (tmp_path / "sub" / "out.txt").read_text() == "hello from sub\n"
+
+
+def test_failing_buildspec_command_fails_the_stage_and_skips_the_next_phase(tmp_path: Path) -> None:
+    spec = load_buildspec(_buildspec(tmp_path, (
+        "  pre_build:\n    commands:\n      - exit 7\n"
+        "  build:\n    commands:\n      - touch built\n"
+    )))
+
+    with pytest.raises(StageFailed, match=r"`exit 7` exited with 7 in phase pre_build"):
+        run_buildspec(spec, stage="Build", source_dir=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                      console=Console(io.StringIO(), interactive=False), log_path=tmp_path / "logs" / "b.log")
+    assert not (tmp_path / "built").exists()
+
+
+def test_install_phase_is_skipped_and_the_runner_says_why(tmp_path: Path) -> None:
+    spec = load_buildspec(_buildspec(tmp_path, (
+        "  install:\n    commands:\n      - touch installed\n"
+        "  build:\n    commands:\n      - touch built\n"
+    )))
+    out = io.StringIO()
+
+    run_buildspec(spec, stage="Build", source_dir=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                  console=Console(out, interactive=False), log_path=tmp_path / "logs" / "b.log")
+
+    assert (tmp_path / "built").exists() and not (tmp_path / "installed").exists()
+    assert "install phase skipped (1 commands): the venv running this already has" in out.getvalue()
+
+
+def test_project_buildspecs_parse_with_commands_to_run() -> None:
+    for relative in (contracts.TRAIN_BUILDSPEC, contracts.DEPLOY_BUILDSPEC):
+        spec = load_buildspec(REPO_ROOT / relative)
+        assert any(spec.phases[p].commands for p in ("pre_build", "build", "post_build") if p in spec.phases), relative
+
+
+def test_buildspec_with_secrets_manager_env_is_refused_with_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "buildspec.yml"
+    path.write_text("version: 0.2\nenv:\n  secrets-manager:\n    TOKEN: arn\nphases:\n  build:\n    commands: [true]\n")
+
+    with pytest.raises(ValueError, match=r"env keys \['secrets-manager'\] are not supported"):
+        load_buildspec(path)
+
+
+def test_work_directory_that_would_empty_the_repository_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"refusing to use .* as the demo work directory"):
+        prepare_workdir(REPO_ROOT)
+
+
+def test_thresholds_flag_rejects_values_outside_the_unit_interval() -> None:
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--thresholds", '{"auc": 1.5}'])

@@ -1,0 +1,343 @@
+"""Register a trained model in the stack's model package group, pending approval.
+
+    python -m training.register [--model-dir D] [--output-dir D] [--arn-file F] [--training-data URI]
+
+Reads model.joblib (SM_MODEL_DIR or --model-dir) and evaluation.json (SM_OUTPUT_DATA_DIR or
+--output-dir), packs model.tar.gz (model.joblib + code/inference.py), uploads it and the metrics to
+ARTIFACT_BUCKET under <stack>/model-builds/<build id>/, creates the package with status
+PendingManualApproval, its metrics, the git commit and the build, and writes the package ARN to
+model_package_arn.txt for the approval and deploy steps.
+
+Environment: ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP_NAME, INFERENCE_IMAGE_URI, MLOPS_STACK (required),
+MLOPS_PROJECT (default sagemaker-mlops); build identity from CodeBuild (CODEBUILD_BUILD_ID,
+CODEBUILD_RESOLVED_SOURCE_VERSION), GitHub Actions (GITHUB_RUN_ID, GITHUB_SHA) or git, and the
+pipeline execution from PIPELINE_EXECUTION_ID when the pipeline action sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+import contracts
+from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE
+
+# Not one of the program's CodeBuild project variables: the CodePipeline build action sets it from
+# #{codepipeline.PipelineExecutionId}, so each package names the execution that built it.
+ENV_PIPELINE_EXECUTION_ID = "PIPELINE_EXECUTION_ID"
+
+INFERENCE_SOURCE = Path(__file__).with_name(contracts.INFERENCE_SCRIPT)
+# Real-time instance types offered for the package. Serverless endpoints take no instance type:
+# the scikit-learn CPU image runs on serverless inference as it is, so nothing is declared for it.
+REALTIME_INSTANCE_TYPES = (
+    "ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge",
+)
+TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
+# CustomerMetadataProperties values allow only letters, digits, spaces and _.:/=+-@ (API pattern).
+_METADATA_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]")
+
+
+class RegistrationError(Exception):
+    """Registration cannot proceed; the message names what is missing and how to supply it."""
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    bucket: str
+    group: str
+    image_uri: str
+    stack: str
+    project: str = contracts.PROJECT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RegisterSettings:
+        required = {
+            "bucket": contracts.ENV_ARTIFACT_BUCKET,
+            "group": contracts.ENV_MODEL_PACKAGE_GROUP_NAME,
+            "image_uri": contracts.ENV_INFERENCE_IMAGE_URI,
+            "stack": contracts.ENV_MLOPS_STACK,
+        }
+        missing = [var for var in required.values() if not environ.get(var, "").strip()]
+        if missing:
+            raise RegistrationError(
+                f"missing environment variable(s) {', '.join(missing)}: the CodeBuild project and the deploy "
+                "workflow set them from the stack; to run by hand, export them (see `pulumi stack output`)"
+            )
+        values = {field: environ[var].strip() for field, var in required.items()}
+        project = environ.get(contracts.ENV_MLOPS_PROJECT, "").strip() or contracts.PROJECT
+        return cls(project=project, **values)
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """Who built this package, from which commit, in which pipeline execution."""
+
+    build_id: str
+    """Unique per build; part of the S3 key."""
+    generated_by: str
+    commit: str
+    pipeline_execution: str
+    repository: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], cwd: Path | None = None) -> BuildInfo:
+        github_run = environ.get("GITHUB_RUN_ID", "")
+        github_repo = environ.get("GITHUB_REPOSITORY", "")
+        github_server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+        run_url = f"{github_server}/{github_repo}/actions/runs/{github_run}" if github_run and github_repo else ""
+        attempt = environ.get("GITHUB_RUN_ATTEMPT", "1")
+
+        if environ.get("CODEBUILD_BUILD_ID"):
+            build_id = environ["CODEBUILD_BUILD_ID"]
+            generated_by = environ.get("CODEBUILD_BUILD_ARN") or build_id
+        elif github_run:
+            build_id = f"github-{github_run}-{attempt}"
+            generated_by = f"{run_url}/attempts/{attempt}" if run_url else build_id
+        else:
+            build_id = f"local-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+            generated_by = build_id
+
+        commit = (environ.get("CODEBUILD_RESOLVED_SOURCE_VERSION") or environ.get("GITHUB_SHA")
+                  or _git_head(cwd or Path.cwd()))
+        if not commit:
+            raise RegistrationError(
+                "cannot tell which git commit this model was trained from: set CODEBUILD_RESOLVED_SOURCE_VERSION "
+                "or GITHUB_SHA, or run inside the git checkout"
+            )
+        pipeline_execution = (environ.get(ENV_PIPELINE_EXECUTION_ID) or run_url
+                              or environ.get("CODEBUILD_INITIATOR") or "none")
+        repository = (f"{github_server}/{github_repo}" if github_repo else None) or environ.get(
+            "CODEBUILD_SOURCE_REPO_URL") or None
+        return cls(build_id=build_id, generated_by=generated_by, commit=commit,
+                   pipeline_execution=pipeline_execution, repository=repository)
+
+    @property
+    def key_segment(self) -> str:
+        """The build id as one S3 key segment (CodeBuild ids contain ':')."""
+        return re.sub(r"[^A-Za-z0-9._-]", "-", self.build_id)
+
+
+def _git_head(cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", head) else None
+
+
+def _metadata_value(value: str) -> str:
+    return _METADATA_UNSAFE.sub("_", value)[:256] or "none"
+
+
+def read_evaluation(output_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """The evaluation (parsed) and its exact bytes; errors say how to produce a valid one."""
+    path = output_dir / contracts.EVALUATION_FILE
+    if not path.is_file():
+        raise RegistrationError(
+            f"{path} not found: run `python -m training.train` first, or point --output-dir / SM_OUTPUT_DATA_DIR "
+            "at the directory that holds evaluation.json"
+        )
+    raw = path.read_bytes()
+    try:
+        evaluation = json.loads(raw)
+        auc = evaluation["binary_classification_metrics"]["auc"]["value"]
+        float(auc)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistrationError(
+            f"{path} is not SageMaker model-quality statistics with binary_classification_metrics.auc.value "
+            f"({type(exc).__name__}: {exc}); regenerate it with `python -m training.train`"
+        ) from None
+    return evaluation, raw
+
+
+def build_model_archive(model_dir: Path, destination: Path) -> Path:
+    """model.tar.gz with model.joblib at the root and code/inference.py, as the scikit-learn image expects."""
+    model_path = model_dir / contracts.MODEL_FILE
+    if not model_path.is_file():
+        raise RegistrationError(
+            f"{model_path} not found: run `python -m training.train` first, or point --model-dir / SM_MODEL_DIR "
+            "at the directory that holds model.joblib"
+        )
+    archive = destination / contracts.MODEL_ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model_path, arcname=contracts.MODEL_FILE)
+        tar.add(INFERENCE_SOURCE, arcname=f"code/{contracts.INFERENCE_SCRIPT}")
+    return archive
+
+
+def _training_data(output_dir: Path) -> str:
+    path = output_dir / TRAINING_METADATA_FILE
+    try:
+        return str(json.loads(path.read_text())["data_source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def ensure_group(sagemaker: Any, settings: RegisterSettings) -> None:
+    """Create the stack's group if it is missing (normally the program's ModelRegistry created it)."""
+    try:
+        sagemaker.describe_model_package_group(ModelPackageGroupName=settings.group)
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+            raise
+    try:
+        sagemaker.create_model_package_group(
+            ModelPackageGroupName=settings.group,
+            ModelPackageGroupDescription=f"{settings.project} models of stack {settings.stack}",
+            Tags=_tags(settings),
+        )
+    except ClientError as exc:
+        # Another build created it between our describe and create: that is the state we want.
+        if "already exists" not in str(exc):
+            raise
+
+
+def _tags(settings: RegisterSettings) -> list[dict[str, str]]:
+    return [{"Key": contracts.TAG_PROJECT, "Value": settings.project},
+            {"Key": contracts.TAG_STACK, "Value": settings.stack}]
+
+
+def model_package_request(settings: RegisterSettings, build: BuildInfo, *, model_url: str, metrics_url: str,
+                          metrics_digest: str, evaluation: Mapping[str, Any], training_data: str,
+                          client_token: str) -> dict[str, Any]:
+    """CreateModelPackage arguments; a pure function so the request can be read in tests and reviews."""
+    auc = float(evaluation["binary_classification_metrics"]["auc"]["value"])
+    framework_version = contracts.SKLEARN_IMAGE["framework_version"]
+    return {
+        "ModelPackageGroupName": settings.group,
+        "ModelPackageDescription": (
+            f"{settings.project}/{settings.stack} churn model from commit {build.commit[:12]}, "
+            f"build {build.build_id}, holdout AUC {auc:.4f}"
+        )[:1024],
+        "ModelApprovalStatus": contracts.STATUS_PENDING,
+        "InferenceSpecification": {
+            "Containers": [{
+                "Image": settings.image_uri,
+                "ModelDataUrl": model_url,
+                "Environment": dict(contracts.CONTAINER_ENVIRONMENT),
+                "Framework": "SKLEARN",
+                "FrameworkVersion": framework_version,
+            }],
+            "SupportedContentTypes": list(contracts.CONTENT_TYPES),
+            "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES),
+            "SupportedRealtimeInferenceInstanceTypes": list(REALTIME_INSTANCE_TYPES),
+            "SupportedTransformInstanceTypes": list(TRANSFORM_INSTANCE_TYPES),
+        },
+        "ModelMetrics": {
+            "ModelQuality": {
+                "Statistics": {"ContentType": "application/json", "S3Uri": metrics_url,
+                               "ContentDigest": metrics_digest},
+            },
+        },
+        "MetadataProperties": {
+            "CommitId": build.commit,
+            "GeneratedBy": build.generated_by[:1024],
+            "ProjectId": settings.stack,
+            **({"Repository": build.repository[:1024]} if build.repository else {}),
+        },
+        "CustomerMetadataProperties": {
+            "Stack": _metadata_value(settings.stack),
+            "TrainingData": _metadata_value(training_data),
+            "PipelineExecution": _metadata_value(build.pipeline_execution),
+            "BuildId": _metadata_value(build.build_id),
+        },
+        "Domain": "MACHINE_LEARNING",
+        "Task": "CLASSIFICATION",
+        "ClientToken": client_token,
+        "Tags": _tags(settings),
+    }
+
+
+def register(model_dir: Path, output_dir: Path, settings: RegisterSettings | None = None,
+             build: BuildInfo | None = None, *, training_data: str | None = None, arn_file: Path | None = None,
+             sagemaker: Any = None, s3: Any = None) -> str:
+    """Upload the model and its metrics, create the model package, return its ARN (and write it to arn_file)."""
+    settings = settings or RegisterSettings.from_env(os.environ)
+    build = build or BuildInfo.from_env(os.environ)
+    evaluation, evaluation_bytes = read_evaluation(output_dir)
+    training_data = training_data or _training_data(output_dir)
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    s3 = s3 or boto3.client("s3")
+
+    prefix = f"{settings.stack}/model-builds/{build.key_segment}"
+    model_key = f"{prefix}/{contracts.MODEL_ARCHIVE}"
+    metrics_key = f"{prefix}/{contracts.EVALUATION_FILE}"
+    with tempfile.TemporaryDirectory(prefix="register-") as scratch:
+        archive = build_model_archive(model_dir, Path(scratch))
+        archive_digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        try:
+            s3.upload_file(str(archive), settings.bucket, model_key)
+            s3.upload_fileobj(io.BytesIO(evaluation_bytes), settings.bucket, metrics_key,
+                              ExtraArgs={"ContentType": "application/json"})
+        # upload_file reports S3 errors as S3UploadFailedError, not ClientError.
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise RegistrationError(
+                f"could not upload to s3://{settings.bucket}/{prefix}/ ({exc}); check that "
+                f"{contracts.ENV_ARTIFACT_BUCKET} names the stack's artifact bucket and that this role may write to it"
+            ) from exc
+
+    request = model_package_request(
+        settings, build,
+        model_url=f"s3://{settings.bucket}/{model_key}",
+        metrics_url=f"s3://{settings.bucket}/{metrics_key}",
+        metrics_digest=f"sha256:{hashlib.sha256(evaluation_bytes).hexdigest()}",
+        evaluation=evaluation,
+        training_data=training_data,
+        # A retried build with the same artifact gets the same package instead of a duplicate.
+        client_token=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.group}/{build.build_id}/{archive_digest}")),
+    )
+    ensure_group(sagemaker, settings)
+    arn = sagemaker.create_model_package(**request)["ModelPackageArn"]
+    if arn_file is not None:
+        arn_file.parent.mkdir(parents=True, exist_ok=True)
+        arn_file.write_text(arn)
+    return arn
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.register", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, default=Path(environ.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR))
+    parser.add_argument("--output-dir", type=Path,
+                        default=Path(environ.get("SM_OUTPUT_DATA_DIR") or DEFAULT_OUTPUT_DIR))
+    parser.add_argument("--arn-file", type=Path, default=Path(contracts.MODEL_PACKAGE_ARN_FILE),
+                        help="where to write the package ARN (default: ./model_package_arn.txt)")
+    parser.add_argument("--training-data", default=None,
+                        help="training data location for the package metadata (default: from training_metadata.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv, os.environ)
+    try:
+        arn = register(args.model_dir, args.output_dir, training_data=args.training_data, arn_file=args.arn_file)
+    except RegistrationError as exc:
+        print(f"registration failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered {arn} ({contracts.STATUS_PENDING}); ARN written to {args.arn_file}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
