@@ -32,6 +32,11 @@ ENV_DEPLOY_WORKFLOW = "DEPLOY_WORKFLOW"
 ENV_DEPLOY_REF = "DEPLOY_REF"
 ENV_GITHUB_TOKEN_SECRET_ID = "GITHUB_TOKEN_SECRET_ID"  # noqa: S105 - a variable name, not a secret
 ENV_GITHUB_API_URL = "GITHUB_API_URL"
+# Set per pipeline action (CodePipeline action environment), not per project: which deployment
+# stage a Deploy action serves, whether it first records the manual approval, and the execution id.
+ENV_DEPLOY_STAGE = "DEPLOY_STAGE"
+ENV_RECORD_PIPELINE_APPROVAL = "RECORD_PIPELINE_APPROVAL"
+ENV_PIPELINE_EXECUTION_ID = "PIPELINE_EXECUTION_ID"
 # Not in the contract table but read by register/deploy/teardown for tags and metadata.
 ENV_MLOPS_PROJECT = "MLOPS_PROJECT"
 ENV_MLOPS_STACK = "MLOPS_STACK"

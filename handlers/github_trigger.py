@@ -33,7 +33,7 @@ LOGGER.setLevel(logging.INFO)
 
 USER_AGENT = f"{contracts.PROJECT}-github-trigger"
 GITHUB_API_VERSION = "2022-11-28"
-REQUEST_TIMEOUT_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 8.0
 
 MODEL_PACKAGE_ARN = re.compile(
     r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
@@ -184,8 +184,8 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 30.0
-    # Keep the whole dispatch well inside the function's timeout.
-    total_wait: float = 60.0
+    # Worst case 5 attempts x REQUEST_TIMEOUT_SECONDS + 15 s of waiting stays inside the function's 60 s timeout.
+    total_wait: float = 15.0
 
 
 @dataclass(frozen=True)

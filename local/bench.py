@@ -51,10 +51,11 @@ class Plan:
 
     batch_repeats: Mapping[int, int]
     latency_requests: int
+    """Single-row requests per concurrency level, shared by the concurrent clients."""
     approval_events: int
 
 
-FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 10}, latency_requests=400, approval_events=30)
+FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 10}, latency_requests=800, approval_events=30)
 QUICK = Plan(batch_repeats={1: 20, 100: 10, 10_000: 2}, latency_requests=40, approval_events=5)
 
 
@@ -118,7 +119,7 @@ def bench_latency(url: str, plan: Plan) -> list[dict[str, Any]]:
     bodies = [csv_body([row]) for row in sample_rows(50, seed=13)]
     results = []
     for concurrency in CONCURRENCY:
-        total = plan.latency_requests * concurrency
+        total = plan.latency_requests
 
         def one(index: int) -> float:
             started = time.perf_counter()
@@ -197,14 +198,17 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    # Other work on the machine moves every figure: the load average says how busy it was.
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {"nproc": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_average_1_5_15": load}
 
 
 # --- Report -------------------------------------------------------------------------------------------
 def format_report(report: Mapping[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; "
+    lines = [f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}, "
+             f"load average (1/5/15 min) {m['load_average_1_5_15']} at start, {m['load_average_at_end']} at end; "
              f"model server: gunicorn, {report['model_server_workers']} workers, loopback", ""]
     lines.append(f"{'request rows':>12}  {'raw predict_proba':>17}  {'served /invocations':>19}  "
                  f"{'served/raw':>10}  {'raw rows/s':>11}  {'served rows/s':>13}")
@@ -233,6 +237,7 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     from local.model_server import start_model_server
     from training.register import build_model_archive
 
+    host = machine()
     say("bench: running the demo for its stage times (output in the work directory's logs/demo.log) ...")
     demo_log = io.StringIO()
     demo = DemoRun(DemoOptions(workdir=workdir), Console(demo_log, interactive=False))
@@ -258,7 +263,7 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     say("bench: approval handler decisions against the emulator ...")
     approval = bench_approval(evaluation, plan, workdir)
     return {
-        "machine": machine(),
+        "machine": {**host, "load_average_at_end": machine()["load_average_1_5_15"]},
         "model_server_workers": workers,
         "plan": asdict(plan),
         "batch": batches,

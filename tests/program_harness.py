@@ -104,7 +104,7 @@ class ProgramFailure:
 
 
 # --- Config, as the engine passes it -------------------------------------------------------------
-def _engine_value(value: Any) -> str:
+def engine_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
@@ -130,11 +130,11 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None,
     config: dict[str, str] = {}
     for key, declared in project_config_schema().items():
         if isinstance(declared, dict) and "default" in declared:
-            config[_full_key(key)] = _engine_value(declared["default"])
+            config[_full_key(key)] = engine_value(declared["default"])
     stack_file = ROOT / f"Pulumi.{stack}.yaml"
     data = yaml.safe_load(stack_file.read_text()) or {}
     for key, value in (data.get("config") or {}).items():
-        config[_full_key(key)] = _engine_value(value)
+        config[_full_key(key)] = engine_value(value)
     secret_keys: list[str] = []
     for key, value in (TEST_SECRETS if secrets is None else secrets).items():
         config[_full_key(key)] = value
@@ -146,7 +146,7 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None,
             if full in secret_keys:
                 secret_keys.remove(full)
         else:
-            config[full] = _engine_value(value)
+            config[full] = engine_value(value)
     return config, secret_keys
 
 
@@ -287,14 +287,22 @@ def prefetch(runs: Iterable[tuple[str, dict[str, object] | None]], workers: int 
 _PRELOAD = ("pulumi_aws.s3", "pulumi_aws.iam", "pulumi_aws.sqs", "pulumi_aws.lambda_", "pulumi_aws.cloudwatch",
             "pulumi_aws.sagemaker", "pulumi_aws.codebuild", "pulumi_aws.codepipeline", "pulumi_aws.codeconnections",
             "pulumi_aws.sns", "pulumi_aws.secretsmanager", "pulumi_aws.cloudtrail", "pulumi_github",
-            "pulumi.dynamic", "pulumi.runtime.mocks", "google.protobuf.json_format", "yaml", "boto3")
+            "pulumi.dynamic", "pulumi.runtime.mocks", "google.protobuf.json_format", "yaml")
 
 
 def _serve() -> None:  # pragma: no cover - runs in the runner process
     import importlib
 
-    for module in _PRELOAD:
-        importlib.import_module(module)
+    for name in _PRELOAD:
+        module = importlib.import_module(name)
+        # Provider packages load their classes lazily on attribute access: touch them all now.
+        if name.startswith(("pulumi_aws.", "pulumi_github")):
+            for attribute in getattr(module, "__all__", None) or dir(module):
+                if attribute[:1].isupper() or attribute.startswith("get_"):
+                    getattr(module, attribute, None)
+    aws = importlib.import_module("pulumi_aws")
+    for attribute in ("Provider", "get_caller_identity_output", "get_region_output", "get_partition_output"):
+        getattr(aws, attribute)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()

@@ -253,6 +253,15 @@ def test_an_unknown_stage_fails_before_anything_is_deployed(
     assert _endpoint_names() == []
 
 
+def test_a_pipeline_action_names_its_stage_in_the_environment(
+        approved: str, environ: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    # CodePipeline Deploy actions share one buildspec command and select their stage via DEPLOY_STAGE.
+    assert deploy.main(["--model-package-arn", approved], {**environ, contracts.ENV_DEPLOY_STAGE: "prod"}) == 1
+
+    assert "--stage 'prod' is not in DEPLOYMENT_STAGES" in capsys.readouterr().err
+    assert _endpoint_names() == []
+
+
 # --- Failing smoke tests -----------------------------------------------------------------------------
 def _package_with_script(trained_model_dir: tuple[Path, Path], tmp_path: Path, script: str, build_id: str) -> str:
     """An Approved package whose artifact carries its own (broken) code/inference.py."""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from program_harness import ROOT, ProgramGraph, Resource, prefetch, run_program
+from program_harness import ROOT, TEST_SECRETS, ProgramGraph, Resource, prefetch, run_program
 
 import contracts
 
@@ -383,8 +383,6 @@ def test_outputs_tell_the_user_what_comes_next(dev: ProgramGraph, prod: ProgramG
 
 
 def test_github_token_reaches_only_secrets_manager_and_stays_secret(prod: ProgramGraph) -> None:
-    from program_harness import TEST_SECRETS  # noqa: PLC0415
-
     token = TEST_SECRETS["githubToken"]
     holders = []
     for resource in prod.resources:

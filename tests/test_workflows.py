@@ -301,6 +301,20 @@ def test_model_build_runs_the_train_buildspec_commands_in_order(workflows: dict[
     assert "python -m training.train" in expected and any(c.startswith("python -m training.register") for c in expected)
 
 
+@pytest.mark.parametrize(("workflow", "job", "buildspec"), [
+    ("model-build.yml", "build", contracts.TRAIN_BUILDSPEC),
+    (contracts.DEPLOY_WORKFLOW_FILE, "staging", contracts.DEPLOY_BUILDSPEC),
+    (contracts.DEPLOY_WORKFLOW_FILE, "production", contracts.DEPLOY_BUILDSPEC),
+])
+def test_model_jobs_run_the_python_version_of_their_buildspec(
+    workflows: dict[str, dict[str, Any]], workflow: str, job: str, buildspec: str
+) -> None:
+    job_spec = workflows[workflow]["jobs"][job]
+    setup = _step(job_spec, lambda s: str(s.get("uses", "")).startswith("actions/setup-python@"))
+    runtime = _buildspec(buildspec)["phases"]["install"]["runtime-versions"]["python"]
+    assert setup["with"]["python-version"] == str(runtime)
+
+
 def test_model_build_sets_what_the_train_buildspec_sets_beyond_the_program(
     workflows: dict[str, dict[str, Any]],
 ) -> None:

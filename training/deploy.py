@@ -41,7 +41,7 @@ TAG_MODEL_PACKAGE = "mlops:model-package-arn"
 VARIANT_NAME = "AllTraffic"
 APPROVAL_STAGE = "Approval"
 # Same variable register.py reads: the CodePipeline action sets it from #{codepipeline.PipelineExecutionId}.
-ENV_PIPELINE_EXECUTION_ID = "PIPELINE_EXECUTION_ID"
+ENV_PIPELINE_EXECUTION_ID = contracts.ENV_PIPELINE_EXECUTION_ID
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # SageMaker names: 1-63 of [a-zA-Z0-9-], no leading hyphen.
 MAX_NAME_LENGTH = 63
@@ -559,6 +559,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(argv: Sequence[str] | None, environ: Mapping[str, str], clients: Clients | None = None,
         say: Say = print) -> list[StageResult]:
     args = parse_args(argv)
+    # A CodePipeline Deploy action cannot pass arguments to one shared buildspec command, so it
+    # names its stage and the approval-recording switch in the action's environment instead.
+    args.stage = args.stage or environ.get(contracts.ENV_DEPLOY_STAGE) or None
+    if environ.get(contracts.ENV_RECORD_PIPELINE_APPROVAL, "").lower() in ("1", "true", "yes"):
+        args.record_pipeline_approval = True
     settings = Settings.from_environ(environ)
     arn = read_package_arn(args.model_package_arn, args.arn_file, environ)
     select_stages(settings.stages, args.stage)  # a typo in --stage fails before anything changes

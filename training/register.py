@@ -42,7 +42,7 @@ from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FI
 
 # Not one of the program's CodeBuild project variables: the CodePipeline build action sets it from
 # #{codepipeline.PipelineExecutionId}, so each package names the execution that built it.
-ENV_PIPELINE_EXECUTION_ID = "PIPELINE_EXECUTION_ID"
+ENV_PIPELINE_EXECUTION_ID = contracts.ENV_PIPELINE_EXECUTION_ID
 
 INFERENCE_SOURCE = Path(__file__).with_name(contracts.INFERENCE_SCRIPT)
 # Real-time instance types offered for the package. Serverless endpoints take no instance type:

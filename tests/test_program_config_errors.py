@@ -1,0 +1,60 @@
+"""Bad stack config stops the real program before it registers anything, naming the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from program_harness import TEST_SECRETS, run_program_expect_error
+
+GOOD_STAGE = {"name": "staging", "serverless": {"memorySizeMb": 2048, "maxConcurrency": 5}}
+
+CASES = [
+    # (id, stack, overrides, fragments the message must contain)
+    ("unknown-orchestrator", "dev", {"orchestrator": "jenkins"},
+     ["sagemaker-mlops:orchestrator", "'jenkins'", "codepipeline, github-actions"]),
+    ("unknown-approval-mode", "dev", {"approvalMode": "yolo"},
+     ["sagemaker-mlops:approvalMode", "'yolo'", "auto, manual"]),
+    ("threshold-above-one", "dev", {"approvalThresholds": {"auc": 1.5}},
+     ["sagemaker-mlops:approvalThresholds", "outside [0, 1]", "pulumi config set --path approvalThresholds.auc"]),
+    ("threshold-negative", "dev", {"approvalThresholds": {"accuracy": -0.1}},
+     ["sagemaker-mlops:approvalThresholds", "outside [0, 1]"]),
+    ("unknown-metric", "dev", {"approvalThresholds": {"rmse": 0.5}},
+     ["sagemaker-mlops:approvalThresholds", "'rmse'", "accuracy"]),
+    ("empty-reviewers-with-production-gate", "prod", {"productionReviewers": []},
+     ["sagemaker-mlops:productionReviewers", "requires approval", "productionReviewers[0]"]),
+    ("malformed-repository", "dev", {"githubRepository": "https://github.com/your-org/churn-model"},
+     ["sagemaker-mlops:githubRepository", "owner/name", "your-org/churn-model"]),
+    ("instance-type-not-ml", "dev", {"deploymentStages": [{"name": "prod", "instances": {"instanceType": "m5.large"}}]},
+     ["sagemaker-mlops:deploymentStages", "'m5.large'", "ml.*"]),
+    ("stage-without-hosting", "dev", {"deploymentStages": [{"name": "staging"}]},
+     ["sagemaker-mlops:deploymentStages", "exactly one of 'serverless' or 'instances'"]),
+    ("stage-unknown-key", "dev", {"deploymentStages": [{**GOOD_STAGE, "gpu": True}]},
+     ["sagemaker-mlops:deploymentStages", "unknown keys ['gpu']"]),
+    ("autoscaling-on-serverless", "dev",
+     {"deploymentStages": [{**GOOD_STAGE, "autoscaling": {"minCapacity": 1, "maxCapacity": 2}}]},
+     ["sagemaker-mlops:deploymentStages", "need 'instances'"]),
+    ("endpoint-outside-stack-prefix", "dev", {"deploymentStages": [{**GOOD_STAGE, "endpointName": "shared-endpoint"}]},
+     ["sagemaker-mlops:deploymentStages", "starting with 'sagemaker-mlops-dev-'"]),
+    ("missing-token-for-github-actions", "dev", {"orchestrator": "github-actions", "githubToken": None},
+     ["sagemaker-mlops:githubToken", "pulumi config set --secret githubToken"]),
+    ("log-retention-not-allowed", "dev", {"logRetentionDays": 42},
+     ["sagemaker-mlops:logRetentionDays", "42", "30"]),
+    ("boolean-typo", "dev", {"forceDestroy": "yes"}, ["sagemaker-mlops:forceDestroy", "true or false"]),
+    ("unsupported-region", "dev", {"aws:region": "mars-north-1"}, ["aws:region", "mars-north-1", "us-east-1"]),
+    ("bad-oidc-provider-arn", "dev", {"githubOidcProviderArn": "arn:aws:iam::123:oidc-provider/x"},
+     ["sagemaker-mlops:githubOidcProviderArn", "oidc-provider/token.actions.githubusercontent.com"]),
+]
+
+
+@pytest.mark.parametrize(("stack", "overrides", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_fails_with_its_key_and_fix_and_registers_nothing(
+        stack: str, overrides: dict[str, object], fragments: list[str]) -> None:
+    failure = run_program_expect_error(stack, overrides)
+    assert failure.error_type == "ConfigError", failure.message
+    for fragment in fragments:
+        assert fragment in failure.message, f"{fragment!r} not in {failure.message!r}"
+    assert failure.resources == (), f"registered before failing: {failure.resources}"
+
+
+def test_config_errors_never_contain_the_github_token() -> None:
+    failure = run_program_expect_error("prod", {"productionReviewers": []})
+    assert TEST_SECRETS["githubToken"] not in failure.message
