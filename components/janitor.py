@@ -36,15 +36,11 @@ class JanitorProvider(dynamic.ResourceProvider):
         return dynamic.UpdateResult(outs={key: _news[key] for key in IDENTITY})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        import boto3  # imported in the provider process, when it runs
-
+        # Imported here, in the provider process at delete time: nothing of it is pickled.
         from training.teardown import Clients, teardown
 
         # Ambient credentials of whoever runs `pulumi destroy`, in the stack's region.
-        session = boto3.Session(region_name=_props["region"])
-        sagemaker = session.client("sagemaker")
-        clients = Clients(sagemaker=sagemaker, autoscaling=session.client("application-autoscaling"),
-                          packages=sagemaker)
+        clients = Clients.for_region(_props["region"])
         # Raises on failure: Pulumi then keeps the janitor (and the group and bucket behind it) in
         # state, and a rerun of destroy retries the rest.
         teardown(_props["project"], _props["stack"], _props["group"], clients=clients)
