@@ -23,9 +23,6 @@ SOURCE_ARTIFACT = "SourceArtifact"
 BUILD_ARTIFACT = "BuildArtifact"
 # Only changes under training/ start a run: infrastructure and docs changes do not retrain.
 TRIGGER_FILE_PATHS = ("training/**",)
-# Set on each Deploy action (CodeBuild EnvironmentVariables override) so one deploy project
-# deploys one stage per pipeline stage, with a gate in between where the stage requires one.
-DEPLOY_STAGE_VARIABLE = "DEPLOY_STAGE"
 
 
 def pipeline_console_url(region: str, pipeline_name: str) -> str:
@@ -220,8 +217,10 @@ class ModelPipeline(pulumi.ComponentResource):
                     "configuration": {
                         "ProjectName": deploy.name,
                         "PrimarySource": SOURCE_ARTIFACT,
+                        # One deploy project, one stage per pipeline stage (training.deploy reads
+                        # DEPLOY_STAGE), so a gate can stand between staging and production.
                         "EnvironmentVariables": json.dumps(
-                            [{"name": DEPLOY_STAGE_VARIABLE, "value": stage_name, "type": "PLAINTEXT"}]),
+                            [{"name": contracts.ENV_DEPLOY_STAGE, "value": stage_name, "type": "PLAINTEXT"}]),
                     },
                 }],
             })

@@ -418,8 +418,12 @@ def load_profile(stack: str = PROFILE_STACK, thresholds: Mapping[str, float] | N
         raw.setdefault("githubRepository", "example/placeholder")
         # Only presence matters for secrets (they are never read here): a stack that needs a token
         # must still parse without one in the embedded run.
-        settings = config.parse_settings(raw, stack=stack, region="us-east-1",
-                                         secrets={name: "unused" for name in config.SECRET_KEYS})
+        try:
+            settings = config.parse_settings(raw, stack=stack, region="us-east-1",
+                                             secrets={name: "unused" for name in config.SECRET_KEYS})
+        except config.ConfigError as exc:
+            raise ValueError(f"{path.name} does not parse ({exc}); the embedded run borrows its approval bars "
+                             "and deployment stage, so fix the file (config.py names the key)") from None
         approval = ApprovalProfile(dict(settings.approval.thresholds), settings.approval.champion_metric,
                                    settings.approval.champion_min_delta,
                                    f"{path.name} via config.py" if path.is_file() else "config.py defaults")

@@ -315,8 +315,8 @@ def test_manual_pipeline_approval_notifies_the_topic_and_gates_production(
         assert (action["category"], action["provider"]) == ("Approval", "Manual")
         assert action["configuration"]["NotificationArn"] == topic
     deploys = [s["actions"][0] for s in stages if s["name"].startswith("Deploy-")]
-    assert [json.loads(a["configuration"]["EnvironmentVariables"])[0]["value"] for a in deploys] == [
-        "staging", "production"]
+    assert [json.loads(a["configuration"]["EnvironmentVariables"]) for a in deploys] == [
+        [{"name": contracts.ENV_DEPLOY_STAGE, "value": name, "type": "PLAINTEXT"}] for name in ("staging", "production")]
 
 
 def test_sns_topic_for_approvals_is_encrypted(prod_on_codepipeline: ProgramGraph) -> None:
