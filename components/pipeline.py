@@ -40,6 +40,15 @@ def build_environment(names: dict[str, pulumi.Input[str]]
     return [{"name": key, "value": value, "type": "PLAINTEXT"} for key, value in sorted(names.items())]
 
 
+# CodePipeline resolves this variable per execution; register.py/deploy.py record it on the package.
+EXECUTION_ID_VARIABLE = "#{codepipeline.PipelineExecutionId}"
+
+
+def action_environment(variables: dict[str, str]) -> str:
+    """A CodeBuild action's EnvironmentVariables configuration (set per action, not per project)."""
+    return json.dumps([{"name": name, "value": value, "type": "PLAINTEXT"} for name, value in variables.items()])
+
+
 def deploy_stage_plan(stages: Sequence[contracts.DeploymentStage], approval_mode: str) -> list[tuple[str, str]]:
     """Pipeline stages after Approval, in order: ("gate" | "deploy", deployment stage name).
 
@@ -191,11 +200,16 @@ class ModelPipeline(pulumi.ComponentResource):
                     "version": "1",
                     "input_artifacts": [SOURCE_ARTIFACT],
                     "output_artifacts": [BUILD_ARTIFACT],
-                    "configuration": {"ProjectName": train.name},
+                    "configuration": {
+                        "ProjectName": train.name,
+                        "EnvironmentVariables": action_environment(
+                            {contracts.ENV_PIPELINE_EXECUTION_ID: EXECUTION_ID_VARIABLE}),
+                    },
                 }],
             },
             {"name": "Approval", "actions": [self._approval_action(args, topic, group_link)]},
         ]
+        recorded = False
         for kind, stage_name in plan:
             if kind == "gate":
                 assert topic is not None
@@ -205,6 +219,13 @@ class ModelPipeline(pulumi.ComponentResource):
                                                     f"Approve deploying the approved model to {stage_name}")],
                 })
                 continue
+            action_env = {contracts.ENV_DEPLOY_STAGE: stage_name}
+            if args["approval_mode"] == "manual" and not recorded:
+                # The first deploy after the manual Approval stage writes who approved onto the package
+                # (the registry is the record of truth) before anything reaches an endpoint.
+                action_env[contracts.ENV_RECORD_PIPELINE_APPROVAL] = "true"
+                action_env[contracts.ENV_PIPELINE_EXECUTION_ID] = EXECUTION_ID_VARIABLE
+                recorded = True
             stages.append({
                 "name": "Deploy" if len(args["deployment_stages"]) == 1 else f"Deploy-{stage_name}",
                 "actions": [{
@@ -219,8 +240,7 @@ class ModelPipeline(pulumi.ComponentResource):
                         "PrimarySource": SOURCE_ARTIFACT,
                         # One deploy project, one stage per pipeline stage (training.deploy reads
                         # DEPLOY_STAGE), so a gate can stand between staging and production.
-                        "EnvironmentVariables": json.dumps(
-                            [{"name": contracts.ENV_DEPLOY_STAGE, "value": stage_name, "type": "PLAINTEXT"}]),
+                        "EnvironmentVariables": action_environment(action_env),
                     },
                 }],
             })

@@ -548,6 +548,27 @@ def ping(url: str) -> int:
 
 
 # --- The run ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM while the block runs, so a second Ctrl-C cannot cut a cleanup short.
+
+    Yields the list of signals that arrived meanwhile; the caller re-raises after cleaning up.
+    Outside the main thread signal handlers cannot be changed, and the block runs unshielded.
+    """
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda number, _frame: arrived.append(number))
+    try:
+        yield arrived
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @dataclass
 class DemoOptions:
     workdir: Path = DEFAULT_WORKDIR
@@ -602,6 +623,7 @@ class DemoRun:
         self.options = options
         self.console = console or Console()
         self.result = DemoResult()
+        self._interrupted_during_cleanup = False
 
     @contextlib.contextmanager
     def _stage(self, number: int, name: str, title: str) -> Iterator[list[str]]:
@@ -647,11 +669,15 @@ class DemoRun:
             hosting = self._start_hosting(emulator, cleanup)
             self._deploy(emulator, boot, workdir, artifacts, profile.stage, hosting.url)
             self._serve(hosting, profile.stage)
+        if self._interrupted_during_cleanup:
+            raise KeyboardInterrupt("interrupted while stopping")
         return self.result
 
     def _stopped(self, what: str, stop: Callable[[], None]) -> None:
-        stop()
+        with deferred_interrupts() as arrived:
+            stop()
         self.console.print(f"stopped {what}")
+        self._interrupted_during_cleanup |= bool(arrived)
 
     def _codebuild_env(self, emulator: Emulator, source: Path, project_env: Mapping[str, str],
                        **extra: str) -> dict[str, str]:

@@ -285,6 +285,10 @@ def test_pipeline_stages_run_source_build_approval_deploy_with_their_artifacts(d
     assert (build["provider"], build["inputArtifacts"], build["outputArtifacts"]) == (
         "CodeBuild", ["SourceArtifact"], ["BuildArtifact"])
     assert build["configuration"]["ProjectName"].endswith("-train")
+    # register.py names the pipeline execution on the package it registers.
+    assert json.loads(build["configuration"]["EnvironmentVariables"]) == [
+        {"name": contracts.ENV_PIPELINE_EXECUTION_ID, "value": "#{codepipeline.PipelineExecutionId}",
+         "type": "PLAINTEXT"}]
     assert (approval["category"], approval["provider"]) == ("Invoke", "Lambda")
     assert approval["configuration"]["FunctionName"] == dev.outputs["autoApprovalFunctionName"]
     assert approval["inputArtifacts"] == ["BuildArtifact"]
@@ -315,8 +319,19 @@ def test_manual_pipeline_approval_notifies_the_topic_and_gates_production(
         assert (action["category"], action["provider"]) == ("Approval", "Manual")
         assert action["configuration"]["NotificationArn"] == topic
     deploys = [s["actions"][0] for s in stages if s["name"].startswith("Deploy-")]
-    assert [json.loads(a["configuration"]["EnvironmentVariables"]) for a in deploys] == [
-        [{"name": contracts.ENV_DEPLOY_STAGE, "value": name, "type": "PLAINTEXT"}] for name in ("staging", "production")]
+    envs = [{v["name"]: v["value"] for v in json.loads(a["configuration"]["EnvironmentVariables"])} for a in deploys]
+    # The first deploy records the pipeline approval on the package; the gated one only deploys.
+    assert envs == [
+        {contracts.ENV_DEPLOY_STAGE: "staging", contracts.ENV_RECORD_PIPELINE_APPROVAL: "true",
+         contracts.ENV_PIPELINE_EXECUTION_ID: "#{codepipeline.PipelineExecutionId}"},
+        {contracts.ENV_DEPLOY_STAGE: "production"},
+    ]
+
+
+def test_auto_approved_deploys_record_nothing_and_name_their_stage(dev: ProgramGraph) -> None:
+    [deploy] = _stages(dev)[-1]["actions"]
+    assert json.loads(deploy["configuration"]["EnvironmentVariables"]) == [
+        {"name": contracts.ENV_DEPLOY_STAGE, "value": "dev", "type": "PLAINTEXT"}]
 
 
 def test_sns_topic_for_approvals_is_encrypted(prod_on_codepipeline: ProgramGraph) -> None:
