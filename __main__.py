@@ -12,7 +12,7 @@ import contracts
 from components.alarms import RollbackAlarms, rollback_alarm_names
 from components.approval import AutoApproval
 from components.audit import AuditTrail
-from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs, default_token_secret_name
+from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs
 from components.janitor import EndpointJanitor
 from components.naming import StackNames, partition_of
 from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection
@@ -48,7 +48,6 @@ def main() -> None:
     codepipeline = settings.orchestrator == "codepipeline"
     source = (SourceConnection("source", {"names": names, "existing_arn": settings.connection_arn}, opts=on_aws)
               if codepipeline else None)
-    token_secret_name = default_token_secret_name(settings.stack, settings.project)
     image_account = contracts.SKLEARN_IMAGE_ACCOUNTS[region]
     roles_args: RolesArgs = {
         "names": names,
@@ -62,7 +61,6 @@ def main() -> None:
         "repository": settings.github.repository,
         "branch": settings.github.branch,
         "oidc_provider_arn": settings.github.oidc_provider_arn,
-        "token_secret_name": token_secret_name,
     }
     if source is not None:
         roles_args["connection_arn"] = source.arn
@@ -116,7 +114,7 @@ def main() -> None:
             pipeline_args["auto_approve_function_name"] = approval.function_name
         pipeline = ModelPipeline("pipeline", pipeline_args, opts=on_aws)
 
-    integration = _github_integration(settings, aws_provider, roles, store, registry, stages_json, token_secret_name)
+    integration = _github_integration(settings, names, aws_provider, roles, store, registry, stages_json)
 
     # Deleted before the group and the bucket (it depends on both): its delete removes the
     # endpoints, models and packages the pipeline created outside Pulumi's state.
@@ -138,8 +136,8 @@ def main() -> None:
     _export(settings, store, registry, roles, stages_json, source, pipeline, approval, integration, trail)
 
 
-def _github_integration(settings: Settings, aws_provider: aws.Provider, roles: Roles, store: ArtifactStore,
-                        registry: ModelRegistry, stages_json: pulumi.Output[str], token_secret_name: str
+def _github_integration(settings: Settings, names: StackNames, aws_provider: aws.Provider, roles: Roles,
+                        store: ArtifactStore, registry: ModelRegistry, stages_json: pulumi.Output[str]
                         ) -> GitHubIntegration | None:
     """Repository settings (one owning stack per repository) and, for github-actions, the trigger."""
     if not settings.needs_github_token:
@@ -164,9 +162,8 @@ def _github_integration(settings: Settings, aws_provider: aws.Provider, roles: R
         secrets["PULUMI_ACCESS_TOKEN"] = gh.pulumi_access_token
     args: GitHubIntegrationArgs = {
         "repository": gh.repository,
-        "stack": settings.stack,
+        "names": names,
         "token": gh.token,
-        "token_secret_name": token_secret_name,
         "variables": variables,
         "secrets": secrets,
         "production_reviewers": list(gh.production_reviewers),

@@ -9,7 +9,7 @@ when asked, the trigger Lambda that dispatches the deploy workflow on an `Approv
 The GitHub OIDC provider and every IAM role live in the Roles component: Roles needs the provider
 for the trust policies and this component needs the role ARNs, so keeping both there avoids a cycle.
 Names that Roles scopes permissions to (function, log group, queue, secret) are deterministic and
-come from the pure helpers below, so neither component needs the other's outputs.
+come from components.naming.StackNames, so neither component needs the other's outputs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -26,10 +24,10 @@ import pulumi_aws as aws
 import pulumi_github as github
 
 import contracts
+from components.event_function import EventFunction, EventFunctionArgs, lambda_archive_files
+from components.naming import StackNames
 
 COMPONENT_TOKEN = "sagemaker-mlops:github:GitHubIntegration"  # noqa: S105 - a Pulumi type token, not a secret
-
-_ROOT = Path(__file__).resolve().parent.parent
 
 # Retention values CloudWatch Logs accepts; anything else fails only at `pulumi up` time, so check early.
 LOG_RETENTION_DAYS = (
@@ -41,44 +39,7 @@ _REPOSITORY = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 
 
-# --- Deterministic names (shared with Roles, which scopes the trigger role to them) ------------
-@dataclass(frozen=True)
-class TriggerNames:
-    function_name: str
-    log_group_name: str
-    dead_letter_queue_name: str
-    rule_name: str
-
-
-def trigger_names(stack: str, project: str = contracts.PROJECT) -> TriggerNames:
-    """Names of the trigger's AWS resources; Roles builds its ARNs from these, not from our outputs."""
-    function_name = f"{project}-{stack}-github-trigger"
-    return TriggerNames(
-        function_name=function_name,
-        log_group_name=f"/aws/lambda/{function_name}",
-        dead_letter_queue_name=f"{function_name}-dlq",
-        rule_name=f"{project}-{stack}-model-approved",
-    )
-
-
-def default_token_secret_name(stack: str, project: str = contracts.PROJECT) -> str:
-    return f"{project}/{stack}/github-token"
-
-
-# --- Policy helpers (plain data, so tests and Roles read them) ---------------------------------
-def secret_arn_pattern(partition: str, region: str, account_id: str, secret_name: str) -> str:
-    """ARN of a secret by name: Secrets Manager appends '-' and six random characters to every ARN."""
-    return f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{secret_name}-??????"
-
-
-def log_group_arn(partition: str, region: str, account_id: str, log_group_name: str) -> str:
-    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
-
-
-def queue_arn(partition: str, region: str, account_id: str, queue_name: str) -> str:
-    return f"arn:{partition}:sqs:{region}:{account_id}:{queue_name}"
-
-
+# --- Policy helper (plain data, so tests and Roles read it) -------------------------------------
 def trigger_function_policy(
     *, token_secret_arn: str, log_group_arn: str, dead_letter_queue_arn: str
 ) -> dict[str, Any]:
@@ -112,37 +73,6 @@ def trigger_function_policy(
             },
         ],
     }
-
-
-def dead_letter_queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
-    """Only this stack's rule may drop undeliverable events into the queue (confused-deputy guard)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowOnlyTheApprovedRule",
-                "Effect": "Allow",
-                "Principal": {"Service": "events.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-            }
-        ],
-    }
-
-
-def trigger_archive_files() -> dict[str, Path]:
-    """Files of the trigger Lambda package, keyed by their name at the archive root.
-
-    contracts.py travels beside the handler because the handler imports it and Lambda puts only
-    the archive root on sys.path.
-    """
-    handler = _ROOT / contracts.GITHUB_TRIGGER_HANDLER
-    return {handler.name: handler, "contracts.py": _ROOT / "contracts.py"}
-
-
-def _trigger_pattern_json(group_name: str) -> str:
-    return json.dumps(contracts.github_trigger_pattern(group_name))
 
 
 def _token_document(token: str) -> str:
@@ -181,11 +111,10 @@ class TriggerArgs(TypedDict):
 class GitHubIntegrationArgs(TypedDict):
     repository: str
     """"owner/name"; resources address the name, the GitHub provider (from opts) carries the owner."""
-    stack: str
+    names: StackNames
+    """The stack's deterministic names (token secret, trigger function, queue, rule), which Roles scopes to."""
     token: pulumi.Input[str]
     """GitHub token for the trigger Lambda (a secret config value); stored only in Secrets Manager."""
-    token_secret_name: str
-    """Deterministic Secrets Manager name (default_token_secret_name) that Roles also scopes to."""
     variables: Mapping[str, pulumi.Input[str]]
     """Repository Actions variables, names from contracts.GITHUB_VARIABLES."""
     secrets: Mapping[str, pulumi.Input[str]]
@@ -228,8 +157,6 @@ def validate_args(args: GitHubIntegrationArgs) -> None:
             f"GitHubIntegration secrets {unknown_secrets} are not in contracts.GITHUB_SECRETS "
             f"({', '.join(contracts.GITHUB_SECRETS)}); add them there first so the workflows and tests agree"
         )
-    if not args["token_secret_name"]:
-        raise ValueError("GitHubIntegration token_secret_name is empty; use default_token_secret_name(stack)")
     if args["manage_repository_settings"]:
         reviewers = list(args["production_reviewers"])
         if not reviewers:
@@ -283,9 +210,7 @@ def _validate_trigger(trigger: TriggerArgs) -> None:
     if not api_url.startswith("https://"):
         # The handler sends the token as a bearer header: never over plain HTTP.
         raise ValueError(f"github_api_url {api_url!r} must start with https:// (the token travels in its headers)")
-    for name, path in trigger_archive_files().items():
-        if not path.is_file():
-            raise FileNotFoundError(f"the trigger Lambda package needs {name} at {path}, which does not exist")
+    lambda_archive_files(contracts.GITHUB_TRIGGER_HANDLER)  # a missing file fails here, before any resource
 
 
 # --- The component ----------------------------------------------------------------------------
@@ -317,10 +242,11 @@ class GitHubIntegration(pulumi.ComponentResource):
         if args["manage_repository_settings"]:
             self._repository_settings(name, args, repo_name, child)
 
+        names = args["names"]
         secret = aws.secretsmanager.Secret(
             f"{name}-token",
-            name=args["token_secret_name"],
-            description=f"GitHub token the {args['stack']} stack's trigger Lambda dispatches workflows with",
+            name=names.github_token_secret,
+            description=f"GitHub token the {names.stack} stack's trigger Lambda dispatches workflows with",
             recovery_window_in_days=args.get("secret_recovery_window_days", 7),
             kms_key_id=args.get("secret_kms_key_id"),
             tags=tags or None,
@@ -334,7 +260,7 @@ class GitHubIntegration(pulumi.ComponentResource):
             opts=child,
         )
         self.secret_arn = secret.arn
-        self.secret_name = args["token_secret_name"]
+        self.secret_name = names.github_token_secret
 
         self.trigger_function_name = None
         self.trigger_function_arn = None
@@ -418,30 +344,7 @@ class GitHubIntegration(pulumi.ComponentResource):
         tags: dict[str, str],
         child: pulumi.ResourceOptions,
     ) -> None:
-        names = trigger_names(args["stack"])
-        tags_or_none = tags or None
-
-        # Created explicitly (not by Lambda on first write) so it has retention and is deleted with the stack.
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-trigger-logs",
-            name=names.log_group_name,
-            retention_in_days=trigger.get("log_retention_days", 30),
-            kms_key_id=trigger.get("log_kms_key_arn"),
-            tags=tags_or_none,
-            opts=child,
-        )
-        dlq = aws.sqs.Queue(
-            f"{name}-trigger-dlq",
-            name=names.dead_letter_queue_name,
-            sqs_managed_sse_enabled=True,
-            message_retention_seconds=14 * 24 * 3600,  # the maximum: time to notice and replay
-            tags=tags_or_none,
-            opts=child,
-        )
-
-        files = trigger_archive_files()
-        code = pulumi.AssetArchive({arc: pulumi.FileAsset(str(path)) for arc, path in files.items()})
-        handler_module = Path(contracts.GITHUB_TRIGGER_HANDLER).stem
+        names = args["names"]
         env = {
             contracts.ENV_MODEL_PACKAGE_GROUP_NAME: trigger["group_name"],
             contracts.ENV_DEPLOY_REPOSITORY: args["repository"],
@@ -450,69 +353,31 @@ class GitHubIntegration(pulumi.ComponentResource):
             contracts.ENV_GITHUB_TOKEN_SECRET_ID: secret.arn,
             contracts.ENV_GITHUB_API_URL: trigger.get("github_api_url", contracts.DEFAULT_GITHUB_API_URL),
         }
-        function = aws.lambda_.Function(
-            f"{name}-trigger",
-            name=names.function_name,
-            description="Dispatches the deploy workflow when a model package is Approved",
-            role=trigger["role_arn"],
-            runtime="python3.12",
-            handler=f"{handler_module}.handler",
-            code=code,
-            timeout=trigger.get("timeout_seconds", 60),
-            memory_size=128,
-            environment=aws.lambda_.FunctionEnvironmentArgs(variables=env),
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=log_group.name),
-            # EventBridge invokes asynchronously: its target DLQ only sees events Lambda refused to
-            # accept. A handler that raises (GitHub down, token expired) is retried twice by Lambda and
-            # then lands here, in the same queue, so one queue holds every approval that did not deploy.
-            dead_letter_config=aws.lambda_.FunctionDeadLetterConfigArgs(target_arn=dlq.arn),
-            tags=tags_or_none,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
-        )
-
-        rule = aws.cloudwatch.EventRule(
-            f"{name}-approved-rule",
-            name=names.rule_name,
-            description=pulumi.Output.concat(
-                "Model packages of ", trigger["group_name"], " approved -> GitHub deploy workflow"
-            ),
-            event_pattern=pulumi.Output.from_input(trigger["group_name"]).apply(_trigger_pattern_json),
-            state="ENABLED",
-            tags=tags_or_none,
-            opts=child,
-        )
-        queue_policy = aws.sqs.QueuePolicy(
-            f"{name}-trigger-dlq-policy",
-            queue_url=dlq.url,
-            policy=pulumi.Output.all(dlq.arn, rule.arn).apply(
-                lambda arns: json.dumps(dead_letter_queue_policy(arns[0], arns[1]))
-            ),
-            opts=child,
-        )
-        permission = aws.lambda_.Permission(
-            f"{name}-trigger-invoke",
-            action="lambda:InvokeFunction",
-            function=function.name,
-            principal="events.amazonaws.com",
-            source_arn=rule.arn,
-            opts=child,
-        )
-        aws.cloudwatch.EventTarget(
-            f"{name}-approved-target",
-            rule=rule.name,
-            arn=function.arn,
-            target_id="github-trigger",
-            retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                maximum_event_age_in_seconds=trigger.get("maximum_event_age_seconds", 3600),
-                maximum_retry_attempts=trigger.get("maximum_retry_attempts", 8),
-            ),
-            dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=dlq.arn),
-            # Deliveries start once the rule may invoke the function and may write its dead letters.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission, queue_policy]),
-        )
-
-        self.trigger_function_name = function.name
-        self.trigger_function_arn = function.arn
-        self.trigger_rule_arn = rule.arn
-        self.dead_letter_queue_url = dlq.url
-        self.dead_letter_queue_arn = dlq.arn
+        function_args: EventFunctionArgs = {
+            "handler": contracts.GITHUB_TRIGGER_HANDLER,
+            "function_name": names.github_trigger_function,
+            "description": "Dispatches the deploy workflow when a model package is Approved",
+            "role_arn": trigger["role_arn"],
+            "environment": env,
+            "memory_size": 128,
+            # The handler retries GitHub's 5xx/429 with backoff inside one invocation.
+            "timeout_seconds": trigger.get("timeout_seconds", 60),
+            "log_retention_days": trigger.get("log_retention_days", 30),
+            "log_kms_key_arn": trigger.get("log_kms_key_arn"),
+            "rule_name": names.github_trigger_rule,
+            "rule_description": pulumi.Output.concat(
+                "Model packages of ", trigger["group_name"], " approved -> GitHub deploy workflow"),
+            "event_pattern": pulumi.Output.from_input(trigger["group_name"]).apply(
+                lambda group: json.dumps(contracts.github_trigger_pattern(group))),
+            "dead_letter_queue_name": names.github_trigger_dlq,
+            "target_id": "github-trigger",
+            "maximum_event_age_seconds": trigger.get("maximum_event_age_seconds", 3600),
+            "maximum_retry_attempts": trigger.get("maximum_retry_attempts", 8),
+            "tags": tags,
+        }
+        function = EventFunction(f"{name}-trigger", function_args, opts=child)
+        self.trigger_function_name = function.function_name
+        self.trigger_function_arn = function.function_arn
+        self.trigger_rule_arn = function.rule_arn
+        self.dead_letter_queue_url = function.dead_letter_queue_url
+        self.dead_letter_queue_arn = function.dead_letter_queue_arn

@@ -57,6 +57,22 @@ class StackNames:
         return f"{self.prefix}-model-pending"
 
     @property
+    def github_trigger_function(self) -> str:
+        return f"{self.prefix}-github-trigger"
+
+    @property
+    def github_trigger_dlq(self) -> str:
+        return f"{self.prefix}-github-trigger-dlq"
+
+    @property
+    def github_trigger_rule(self) -> str:
+        return f"{self.prefix}-model-approved"
+
+    @property
+    def github_token_secret(self) -> str:
+        return f"{self.project}/{self.stack}/github-token"
+
+    @property
     def approval_topic(self) -> str:
         return f"{self.prefix}-approvals"
 

@@ -291,8 +291,6 @@ class RolesArgs(TypedDict):
     """Existing GitHub OIDC provider (one per account); None creates it."""
     connection_arn: NotRequired[pulumi.Input[str]]
     """Orchestrator codepipeline: the CodeConnection the pipeline's source action uses."""
-    token_secret_name: NotRequired[str]
-    """Orchestrator github-actions: Secrets Manager name of the GitHub token the trigger reads."""
 
 
 class Roles(pulumi.ComponentResource):
@@ -348,15 +346,12 @@ class Roles(pulumi.ComponentResource):
             self._attach("github-deploy", deploy, github_deploy_policy)
             self.github_deploy_role_arn = deploy.arn
 
-            trigger = github_component.trigger_names(names.stack, names.project)
-            secret_name = args.get("token_secret_name") or github_component.default_token_secret_name(
-                names.stack, names.project)
             trigger_role = self._role("github-trigger", service_trust_policy("lambda.amazonaws.com"),
                                       "Lambda that dispatches the deploy workflow on Approved")
             self._attach("github-trigger", trigger_role, lambda scope, _exec: github_component.trigger_function_policy(
-                token_secret_arn=scope.arns.secret(secret_name),
-                log_group_arn=scope.arns.log_group(trigger.log_group_name),
-                dead_letter_queue_arn=scope.arns.queue(trigger.dead_letter_queue_name),
+                token_secret_arn=scope.arns.secret(names.github_token_secret),
+                log_group_arn=scope.arns.log_group(lambda_log_group(names.github_trigger_function)),
+                dead_letter_queue_arn=scope.arns.queue(names.github_trigger_dlq),
             ))
             self.github_trigger_role_arn = trigger_role.arn
 

@@ -31,7 +31,9 @@ from pulumi.runtime.rpc import (
 )
 
 import contracts
+from components import event_function
 from components import github as gh
+from components.naming import Arns, StackNames
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "prod"
@@ -42,6 +44,8 @@ TOKEN = "ghp_TESTTOKENthatMustNeverAppearInPlainText0001"
 ROLE_ARN = "arn:aws:iam::123456789012:role/sagemaker-mlops-prod-github-trigger"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+NAMES = StackNames(project=contracts.PROJECT, stack=STACK, group=GROUP)
+ARNS = Arns(partition="aws", region=REGION, account=ACCOUNT)
 # getUser answers of the mock GitHub API: login -> numeric user id.
 USER_IDS = {"alice": 1001, "bob-smith": 2002}
 VARIABLES = {name: f"value-of-{name.lower()}" for name in contracts.GITHUB_VARIABLES}
@@ -145,7 +149,7 @@ class Mocks(pulumi.runtime.Mocks):
         state.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{args.name}")
         if args.typ == "aws:sqs/queue:Queue":
             state["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{args.inputs['name']}"
-            state["arn"] = gh.queue_arn("aws", REGION, ACCOUNT, args.inputs["name"])
+            state["arn"] = ARNS.queue(args.inputs["name"])
         if args.typ == "aws:secretsmanager/secret:Secret":
             state["arn"] = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{args.inputs['name']}-AbCdEf"
         return f"{args.name}-id", state
@@ -169,9 +173,8 @@ class _ListHandler(logging.Handler):
 def base_args(**overrides: Any) -> gh.GitHubIntegrationArgs:
     args: dict[str, Any] = {
         "repository": REPOSITORY,
-        "stack": STACK,
+        "names": NAMES,
         "token": pulumi.Output.secret(TOKEN),
-        "token_secret_name": gh.default_token_secret_name(STACK),
         "variables": dict(VARIABLES),
         "secrets": dict(SECRET_VALUES),
         "production_reviewers": list(USER_IDS),
@@ -337,11 +340,10 @@ def test_trigger_rule_pattern_is_the_contract_pattern(full: Graph) -> None:
 
 def test_trigger_target_retries_then_dead_letters_into_the_queue(full: Graph) -> None:
     target = full.one("aws:cloudwatch/eventTarget:EventTarget").inputs
-    queue_arn = gh.queue_arn("aws", REGION, ACCOUNT, gh.trigger_names(STACK).dead_letter_queue_name)
-    assert target["deadLetterConfig"] == {"arn": queue_arn}
+    assert target["deadLetterConfig"] == {"arn": ARNS.queue(NAMES.github_trigger_dlq)}
     assert target["retryPolicy"] == {"maximumEventAgeInSeconds": 3600, "maximumRetryAttempts": 8}
-    assert target["arn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:github-trigger"
-    assert target["rule"] == gh.trigger_names(STACK).rule_name
+    assert target["arn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:github-trigger-function"
+    assert target["rule"] == NAMES.github_trigger_rule
 
 
 def test_dead_letter_queue_is_encrypted(full: Graph) -> None:
@@ -351,14 +353,13 @@ def test_dead_letter_queue_is_encrypted(full: Graph) -> None:
 
 def test_dead_letter_queue_accepts_only_the_approved_rule(full: Graph) -> None:
     policy_res = full.one("aws:sqs/queuePolicy:QueuePolicy").inputs
-    names = gh.trigger_names(STACK)
-    assert policy_res["queueUrl"] == f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{names.dead_letter_queue_name}"
-    rule_arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:github-approved-rule"  # the mock's ARN for the rule
+    assert policy_res["queueUrl"] == f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{NAMES.github_trigger_dlq}"
+    rule_arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:github-trigger-rule"  # the mock's ARN for the rule
     [statement] = json.loads(policy_res["policy"])["Statement"]
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
-    assert statement["Resource"] == gh.queue_arn("aws", REGION, ACCOUNT, names.dead_letter_queue_name)
+    assert statement["Resource"] == ARNS.queue(NAMES.github_trigger_dlq)
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arn}}
 
 
@@ -366,8 +367,8 @@ def test_invoke_permission_is_scoped_to_the_rule_arn(full: Graph) -> None:
     permission = full.one("aws:lambda/permission:Permission").inputs
     assert permission["action"] == "lambda:InvokeFunction"
     assert permission["principal"] == "events.amazonaws.com"
-    assert permission["sourceArn"] == f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:github-approved-rule"
-    assert permission["function"] == gh.trigger_names(STACK).function_name
+    assert permission["sourceArn"] == f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:github-trigger-rule"
+    assert permission["function"] == NAMES.github_trigger_function
 
 
 def test_trigger_function_environment_is_exactly_the_contract(full: Graph) -> None:
@@ -398,29 +399,24 @@ def test_trigger_archive_carries_the_handler_and_contracts_at_its_root(full: Gra
 
 
 def test_trigger_function_logs_to_its_own_retained_log_group(full: Graph) -> None:
-    names = gh.trigger_names(STACK)
     log_group = full.one("aws:cloudwatch/logGroup:LogGroup")
-    assert log_group.inputs["name"] == names.log_group_name == f"/aws/lambda/{names.function_name}"
+    assert log_group.inputs["name"] == f"/aws/lambda/{NAMES.github_trigger_function}"
     assert log_group.inputs["retentionInDays"] == 90
     function = full.one("aws:lambda/function:Function")
-    assert function.inputs["loggingConfig"]["logGroup"] == names.log_group_name
+    assert function.inputs["loggingConfig"]["logGroup"] == log_group.inputs["name"]
     assert log_group.urn in function.dependencies
 
 
 def test_trigger_function_failures_land_in_the_dead_letter_queue(full: Graph) -> None:
     function = full.one("aws:lambda/function:Function").inputs
-    names = gh.trigger_names(STACK)
-    assert function["deadLetterConfig"] == {
-        "targetArn": gh.queue_arn("aws", REGION, ACCOUNT, names.dead_letter_queue_name)
-    }
+    assert function["deadLetterConfig"] == {"targetArn": ARNS.queue(NAMES.github_trigger_dlq)}
 
 
 def test_trigger_resources_use_the_names_roles_scopes_to(full: Graph) -> None:
-    names = gh.trigger_names(STACK)
-    assert full.one("aws:lambda/function:Function").inputs["name"] == names.function_name
-    assert full.one("aws:sqs/queue:Queue").inputs["name"] == names.dead_letter_queue_name
-    assert full.result["function_name"] == names.function_name
-    assert full.result["dlq_url"].endswith(f"/{names.dead_letter_queue_name}")
+    assert full.one("aws:lambda/function:Function").inputs["name"] == NAMES.github_trigger_function
+    assert full.one("aws:sqs/queue:Queue").inputs["name"] == NAMES.github_trigger_dlq
+    assert full.result["function_name"] == NAMES.github_trigger_function
+    assert full.result["dlq_url"].endswith(f"/{NAMES.github_trigger_dlq}")
 
 
 def test_no_trigger_resources_without_trigger_args(without_trigger: Graph) -> None:
@@ -429,11 +425,14 @@ def test_no_trigger_resources_without_trigger_args(without_trigger: Graph) -> No
     assert "trigger_function_name" not in without_trigger.outputs[_component_urn(without_trigger)]
 
 
-def test_every_child_is_parented_to_the_component(full: Graph) -> None:
+def test_every_child_is_parented_to_the_component_or_its_trigger(full: Graph) -> None:
     component = _component_urn(full)
+    trigger = full.one(event_function.COMPONENT_TOKEN)
+    assert trigger.parent == component
     children = [r for r in full.resources if r.type not in (gh.COMPONENT_TOKEN, "pulumi:providers:github")]
-    assert children
-    assert [r.urn for r in children if r.parent != component] == []
+    assert {r.type for r in children if r.parent == trigger.urn} >= {
+        "aws:lambda/function:Function", "aws:cloudwatch/eventRule:EventRule", "aws:sqs/queue:Queue"}
+    assert [r.urn for r in children if r.parent not in (component, trigger.urn)] == []
 
 
 # --- Deprecations ----------------------------------------------------------------------------
@@ -462,7 +461,7 @@ def test_engine_receives_no_deprecation_warnings(full: Graph) -> None:
 def test_no_deprecated_resource_types_or_properties_are_used(full: Graph) -> None:
     used = []
     for resource in full.resources:
-        if resource.type == gh.COMPONENT_TOKEN or resource.type.startswith("pulumi:providers:"):
+        if resource.type.startswith((f"{contracts.PROJECT}:", "pulumi:providers:")):  # our components, providers
             continue
         deprecated = _deprecated_names(resource.type)
         class_name = resource.type.rsplit(":", 1)[1]
@@ -526,25 +525,25 @@ def test_bad_input_fails_clearly_and_registers_nothing(overrides: dict[str, Any]
 
 # --- Policy helpers for Roles ----------------------------------------------------------------
 def test_trigger_function_policy_grants_only_the_handlers_calls_on_named_resources() -> None:
-    names = gh.trigger_names(STACK)
-    secret = gh.secret_arn_pattern("aws", REGION, ACCOUNT, gh.default_token_secret_name(STACK))
-    logs = gh.log_group_arn("aws", REGION, ACCOUNT, names.log_group_name)
-    queue = gh.queue_arn("aws", REGION, ACCOUNT, names.dead_letter_queue_name)
+    function_name = NAMES.github_trigger_function
+    secret = ARNS.secret(NAMES.github_token_secret)
+    logs = ARNS.log_group(f"/aws/lambda/{function_name}")
+    queue = ARNS.queue(NAMES.github_trigger_dlq)
     policy = gh.trigger_function_policy(token_secret_arn=secret, log_group_arn=logs, dead_letter_queue_arn=queue)
     granted = {(a, r) for s in policy["Statement"] for a in s["Action"] for r in s["Resource"]}
     assert granted == {
         ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
                                           f"sagemaker-mlops/{STACK}/github-token-??????"),
-        ("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{names.function_name}:*"),
-        ("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{names.function_name}:*"),
-        ("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.dead_letter_queue_name}"),
+        ("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
+        ("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
+        ("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{NAMES.github_trigger_dlq}"),
     }
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
 
 
 def test_secret_arn_pattern_matches_real_secret_arns() -> None:
     # Secrets Manager appends six random characters; the pattern must match those and no longer names.
-    pattern = gh.secret_arn_pattern("aws", REGION, ACCOUNT, "sagemaker-mlops/prod/github-token")
+    pattern = ARNS.secret("sagemaker-mlops/prod/github-token")
     regex = re.compile("^" + re.escape(pattern).replace(r"\?", ".") + "$")
     assert regex.match(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sagemaker-mlops/prod/github-token-AbC123")
     assert not regex.match(
@@ -601,7 +600,7 @@ def test_program_trigger_listens_for_the_stacks_group_and_runs_as_the_trigger_ro
     prod_program: ProgramGraph,
 ) -> None:
     group = prod_program.one("aws:sagemaker/modelPackageGroup:ModelPackageGroup").inputs["modelPackageGroupName"]
-    rule = prod_program.one("aws:cloudwatch/eventRule:EventRule", "github-approved-rule")
+    rule = prod_program.one("aws:cloudwatch/eventRule:EventRule", "github-trigger-rule")
     assert json.loads(rule.inputs["eventPattern"]) == contracts.github_trigger_pattern(group)
     role_name = f"{contracts.PROJECT}-prod-github-trigger"
     [role] = [r for r in prod_program.of_type("aws:iam/role:Role") if r.inputs.get("name") == role_name]
