@@ -25,7 +25,7 @@ from config import Settings, load_settings, with_capture_destinations, with_roll
 def main() -> None:
     # First, before any resource: bad config fails here with a message naming the key.
     settings = load_settings()
-    names = StackNames(project=settings.project, stack=settings.stack, group=settings.model_package_group_name)
+    names = settings.names
     region = settings.region
 
     # Tags once, on the provider: every taggable AWS resource carries project and stack, which is

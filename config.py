@@ -20,6 +20,7 @@ from typing import Any
 import pulumi
 
 import contracts
+from components.naming import StackNames, stack_prefix
 
 NAMESPACE = contracts.PROJECT
 
@@ -126,14 +127,9 @@ class Settings:
     rollback_alarm_latency_ms: int
 
     @property
-    def prefix(self) -> str:
-        """Name prefix of every named resource of the stack (project and stack, so stacks never collide)."""
-        return f"{self.project}-{self.stack}"
-
-    @property
-    def endpoint_prefix(self) -> str:
-        """Every endpoint of the stack starts with this; IAM scopes SageMaker hosting calls to it."""
-        return f"{self.prefix}-"
+    def names(self) -> StackNames:
+        """The stack's deterministic resource names (prefix, endpoint prefix, functions, roles...)."""
+        return StackNames(project=self.project, stack=self.stack, group=self.model_package_group_name)
 
     @property
     def inference_image_uri(self) -> str:
@@ -388,12 +384,11 @@ def parse_settings(
     approval = _approval(raw)
     github = _github(raw, secrets)
 
-    prefix = f"{project}-{stack}"
-    group = _string(raw, "modelPackageGroupName") or prefix
+    group = _string(raw, "modelPackageGroupName") or stack_prefix(project, stack)
     if not _SAGEMAKER_NAME.match(group):
         raise _fail("modelPackageGroupName", f"{group!r} is not a SageMaker name",
                     "use up to 63 letters, digits and inner hyphens, e.g. churn-model-prod")
-    stages = _stages(raw, f"{prefix}-")
+    stages = _stages(raw, StackNames(project=project, stack=stack, group=group).endpoint_prefix)
 
     retention = _int(raw, "logRetentionDays")
     if retention not in LOG_RETENTION_DAYS:

@@ -17,6 +17,12 @@ PROJECT = "sagemaker-mlops"
 # creates outside Pulumi state, so teardown finds exactly one stack's resources.
 TAG_PROJECT = "mlops:project"
 TAG_STACK = "mlops:stack"
+# Traceability beyond the two tags above: which model package a model/endpoint config/endpoint serves.
+TAG_MODEL_PACKAGE = "mlops:model-package-arn"
+
+# The one production variant deploy.py creates: blue/green needs the same name in the old and new
+# endpoint config, and SageMaker reports endpoint metrics (the rollback alarms) per variant.
+VARIANT_NAME = "AllTraffic"
 
 # --- Environment variables (the design's contract table) -------------------------------------
 ENV_ARTIFACT_BUCKET = "ARTIFACT_BUCKET"

@@ -16,8 +16,6 @@ import pulumi_aws as aws
 import contracts
 
 COMPONENT_TOKEN = "sagemaker-mlops:alarms:RollbackAlarms"  # noqa: S105 - a Pulumi type token, not a secret
-# The production variant deploy.py creates; SageMaker reports endpoint metrics per variant.
-VARIANT_NAME = "AllTraffic"
 
 
 def rollback_alarm_names(endpoint_name: str) -> tuple[str, str]:
@@ -37,7 +35,7 @@ class RollbackAlarms(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         endpoint = args["stage"].endpoint_name
         errors_name, latency_name = rollback_alarm_names(endpoint)
-        dimensions = {"EndpointName": endpoint, "VariantName": VARIANT_NAME}
+        dimensions = {"EndpointName": endpoint, "VariantName": contracts.VARIANT_NAME}
         aws.cloudwatch.MetricAlarm(
             f"{name}-5xx",
             name=errors_name,

@@ -18,6 +18,11 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
+def stack_prefix(project: str, stack: str) -> str:
+    """Prefix of every named resource of the stack (project and stack, so stacks never collide)."""
+    return f"{project}-{stack}"
+
+
 @dataclass(frozen=True)
 class StackNames:
     project: str
@@ -26,10 +31,11 @@ class StackNames:
 
     @property
     def prefix(self) -> str:
-        return f"{self.project}-{self.stack}"
+        return stack_prefix(self.project, self.stack)
 
     @property
     def endpoint_prefix(self) -> str:
+        """Every endpoint of the stack starts with this; IAM scopes SageMaker hosting calls to it."""
         return f"{self.prefix}-"
 
     @property
@@ -145,6 +151,10 @@ class Arns:
 
     def role(self, name: str) -> str:
         return self._arn("iam", f"role/{name}", region=False)
+
+    def scalable_targets(self) -> str:
+        # A target's ARN ends in an id Application Auto Scaling assigns at registration: no name to scope to.
+        return self._arn("application-autoscaling", "scalable-target/*")
 
     def secret(self, name: str) -> str:
         # Secrets Manager appends "-" and six random characters to every secret's ARN.

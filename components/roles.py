@@ -148,12 +148,17 @@ def _deploy_statements(scope: Scope, execution_role_arn: str) -> list[Statement]
         _statement("SmokeTestStackEndpoints", ["sagemaker:InvokeEndpoint"], [arns.sagemaker("endpoint", prefix)]),
         _statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"],
                    [f"arn:{arns.partition}:cloudwatch:{arns.region}:{arns.account}:alarm:{prefix}*"]),
-        # Application Auto Scaling identifies scalable targets by namespace + resource id, and its
-        # Register/Describe/PutScalingPolicy calls have no resource-level permissions: "*".
+        # Register/PutScalingPolicy take a scalable-target ARN, but its id is assigned at registration
+        # (scalable-target/<id>), so the stack can only name this account and region's targets; which
+        # endpoints get scaled is bounded by the SageMaker statements above (the stack's prefix).
+        _statement("AutoscaleEndpoints",
+                   ["application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget"],
+                   [arns.scalable_targets()]),
+        # application-autoscaling:DescribeScalableTargets/DescribeScalingPolicies have no
+        # resource-level permissions: Resource must be "*".
         _statement(
-            "AutoscaleEndpointsHasNoResourceLevelPermissions",
-            ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies",
-             "application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget"],
+            "ReadAutoscalingHasNoResourceLevelPermissions",
+            ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
             ["*"],
         ),
         _statement(

@@ -170,7 +170,7 @@ def test_everything_deploy_creates_carries_project_stack_and_package_tags(
         tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
         assert tags[contracts.TAG_PROJECT] == contracts.PROJECT, arn
         assert tags[contracts.TAG_STACK] == STACK, arn
-        assert tags[deploy.TAG_MODEL_PACKAGE] == approved, arn
+        assert tags[contracts.TAG_MODEL_PACKAGE] == approved, arn
 
 
 def test_a_rerun_leaves_stages_that_serve_the_package_alone(approved: str, environ: dict[str, str]) -> None:
@@ -374,7 +374,7 @@ def test_update_uses_a_blue_green_canary_with_rollback_on_the_stage_alarms() -> 
             },
         })
         stub.add_response("add_tags", {}, {"ResourceArn": ENDPOINT_ARN,
-                                           "Tags": [{"Key": deploy.TAG_MODEL_PACKAGE, "Value": PACKAGE.arn}]})
+                                           "Tags": [{"Key": contracts.TAG_MODEL_PACKAGE, "Value": PACKAGE.arn}]})
 
         action = deploy.put_endpoint(_clients(sm), SETTINGS, PRODUCTION, PACKAGE, new_config)
 

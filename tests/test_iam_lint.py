@@ -53,20 +53,7 @@ IGNORES = (
            lambda f: "codestar-connections:UseConnection" in f.detail,
            "CodeStar Connections became CodeConnections (2024): new connections have arn:aws:codeconnections ARNs, "
            "which IAM accepts for both action prefixes. Parliament's action database predates the rename."),
-    Ignore("RESOURCE_STAR",
-           lambda f: all(a.startswith("application-autoscaling:") for a in _listed(f.detail)),
-           "A scalable target's ARN carries an id AWS assigns at registration (scalable-target/<id>), so no ARN "
-           "of this stack's targets exists before the deploy registers them. Which endpoints can be scaled is "
-           "limited by the role's SageMaker statements (the stack's endpoint prefix)."),
 )
-
-
-def _listed(detail: str) -> list[str]:
-    try:
-        value = json.loads(detail.replace("'", '"'))
-    except json.JSONDecodeError:
-        return [detail]
-    return [str(v) for v in value] if isinstance(value, list) else [detail]
 
 
 def documents(graph: ProgramGraph) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -20,8 +20,6 @@ NO_RESOURCE_LEVEL = {
     "codepipeline:PutJobFailureResult",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
-    "application-autoscaling:PutScalingPolicy",
-    "application-autoscaling:RegisterScalableTarget",
 }
 # Input properties that carry IAM / resource policy documents.
 POLICY_PROPERTIES = ("policy", "assumeRolePolicy")

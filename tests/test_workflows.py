@@ -464,7 +464,7 @@ def test_trigger_lambda_as_configured_dispatches_the_deploy_workflow_inputs_whic
 ) -> None:
     from handlers import github_trigger
 
-    [function] = [f for f in run_program("prod").of_type(LAMBDA_TYPE) if f.name.endswith("github-trigger")]
+    [function] = [f for f in run_program("prod").of_type(LAMBDA_TYPE) if f.inputs["name"].endswith("-github-trigger")]
     env = dict(function.inputs["environment"]["variables"])
     group = github_settings["variables"][contracts.ENV_MODEL_PACKAGE_GROUP_NAME]
     secrets = boto3.client("secretsmanager")

@@ -35,10 +35,6 @@ from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 import contracts
 from contracts import DeploymentStage
 
-# Traceability beyond the contract's two tags: which package a model/config/endpoint serves.
-TAG_MODEL_PACKAGE = "mlops:model-package-arn"
-# Blue/green deployments need the same variant name in old and new config; one name for all.
-VARIANT_NAME = "AllTraffic"
 APPROVAL_STAGE = "Approval"
 # Same variable register.py reads: the CodePipeline action sets it from #{codepipeline.PipelineExecutionId}.
 ENV_PIPELINE_EXECUTION_ID = contracts.ENV_PIPELINE_EXECUTION_ID
@@ -113,7 +109,7 @@ class Settings:
         return [
             {"Key": contracts.TAG_PROJECT, "Value": self.project},
             {"Key": contracts.TAG_STACK, "Value": self.stack},
-            {"Key": TAG_MODEL_PACKAGE, "Value": package_arn},
+            {"Key": contracts.TAG_MODEL_PACKAGE, "Value": package_arn},
         ]
 
 
@@ -272,7 +268,7 @@ def model_request(stage: DeploymentStage, settings: Settings, package: Package) 
 
 def endpoint_config_request(stage: DeploymentStage, settings: Settings, package: Package,
                             model_name: str) -> dict[str, Any]:
-    variant: dict[str, Any] = {"VariantName": VARIANT_NAME, "ModelName": model_name}
+    variant: dict[str, Any] = {"VariantName": contracts.VARIANT_NAME, "ModelName": model_name}
     if stage.serverless is not None:
         variant["ServerlessConfig"] = {"MemorySizeInMB": stage.serverless.memory_size_mb,
                                        "MaxConcurrency": stage.serverless.max_concurrency}
@@ -393,7 +389,7 @@ def put_endpoint(clients: Clients, settings: Settings, stage: DeploymentStage, p
         update["DeploymentConfig"] = blue_green
     clients.sagemaker.update_endpoint(**update)
     clients.sagemaker.add_tags(ResourceArn=endpoint["EndpointArn"],
-                               Tags=[{"Key": TAG_MODEL_PACKAGE, "Value": package.arn}])
+                               Tags=[{"Key": contracts.TAG_MODEL_PACKAGE, "Value": package.arn}])
     return "updated"
 
 
@@ -401,7 +397,7 @@ def _register_autoscaling(clients: Clients, settings: Settings, stage: Deploymen
     scaling = stage.autoscaling
     if scaling is None:
         return
-    resource_id = f"endpoint/{stage.endpoint_name}/variant/{VARIANT_NAME}"
+    resource_id = f"endpoint/{stage.endpoint_name}/variant/{contracts.VARIANT_NAME}"
     # Registering is idempotent: a re-run re-applies the same bounds and policy.
     clients.autoscaling.register_scalable_target(
         ServiceNamespace="sagemaker", ResourceId=resource_id, ScalableDimension=SCALABLE_DIMENSION,
