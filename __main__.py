@@ -120,6 +120,7 @@ def main() -> None:
     # endpoints, models and packages the pipeline created outside Pulumi's state.
     EndpointJanitor("janitor", {
         "project": settings.project, "stack": settings.stack, "group": registry.group_name, "region": region,
+        "account": account_id,
     }, opts=pulumi.ResourceOptions(depends_on=[registry, store]))
 
     trail = None

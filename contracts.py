@@ -302,10 +302,10 @@ def parse_deployment_stages(text: str) -> list[DeploymentStage]:
         stage = DeploymentStage(**kwargs)
         if (stage.serverless is None) == (stage.instances is None):
             raise ValueError(f"{where} ({stage.name}) needs exactly one of 'serverless' or 'instances'")
-        if stage.serverless is not None and (stage.autoscaling or stage.rollout):
+        if stage.serverless is not None and (stage.autoscaling or stage.rollout or stage.data_capture):
             raise ValueError(
-                f"{where} ({stage.name}): autoscaling and blue/green rollout need 'instances', "
-                "not 'serverless' (SageMaker scales serverless endpoints itself)"
+                f"{where} ({stage.name}): autoscaling, blue/green rollout and data capture need 'instances', "
+                "not 'serverless' (SageMaker scales serverless endpoints itself and cannot capture their data)"
             )
         stages.append(stage)
     names = [s.name for s in stages]

@@ -117,50 +117,48 @@ def _list_packages() -> Statement:
 
 
 def _register_statements(scope: Scope) -> list[Statement]:
+    """training/register.py's calls (it uploads the model and metrics; it reads nothing from S3)."""
     return [
-        *_read_bucket(scope),
         _write_bucket(scope),
         _statement("ReadGroup", ["sagemaker:DescribeModelPackageGroup"],
                    [scope.arns.model_package_group(scope.group)]),
-        _statement("RegisterPackages",
-                   ["sagemaker:AddTags", "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
+        # The group's ARN too: a versioned package is created in (and tagged through) its group.
+        _statement("RegisterPackages", ["sagemaker:AddTags", "sagemaker:CreateModelPackage"],
                    [scope.arns.model_packages(scope.group), scope.arns.model_package_group(scope.group)]),
-        _list_packages(),
     ]
 
 
 def _deploy_statements(scope: Scope, execution_role_arn: str) -> list[Statement]:
+    """training/deploy.py's calls, plus what SageMaker and Application Auto Scaling check on the caller."""
     arns, prefix = scope.arns, scope.names.endpoint_prefix
     hosting = [arns.sagemaker(kind, prefix) for kind in ("endpoint", "endpoint-config", "model")]
+    alarm = f"arn:{arns.partition}:cloudwatch:{arns.region}:{arns.account}:alarm:"
     return [
-        *_read_bucket(scope),
         _statement("ReadAndRecordApproval", ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
                    [arns.model_packages(scope.group)]),
-        _list_packages(),
         _statement(
             "HostOnlyStackEndpoints",
             ["sagemaker:AddTags", "sagemaker:CreateEndpoint", "sagemaker:CreateEndpointConfig", "sagemaker:CreateModel",
-             "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel", "sagemaker:DescribeEndpoint",
-             "sagemaker:DescribeEndpointConfig", "sagemaker:DescribeModel", "sagemaker:ListTags",
-             "sagemaker:UpdateEndpoint"],
+             "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig", "sagemaker:DescribeModel",
+             "sagemaker:UpdateEndpoint",
+             # Application Auto Scaling checks that whoever registers a variant may change its capacity.
+             "sagemaker:UpdateEndpointWeightsAndCapacities"],
             hosting,
         ),
         _statement("SmokeTestStackEndpoints", ["sagemaker:InvokeEndpoint"], [arns.sagemaker("endpoint", prefix)]),
-        _statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"],
-                   [f"arn:{arns.partition}:cloudwatch:{arns.region}:{arns.account}:alarm:{prefix}*"]),
-        # Register/PutScalingPolicy take a scalable-target ARN, but its id is assigned at registration
-        # (scalable-target/<id>), so the stack can only name this account and region's targets; which
-        # endpoints get scaled is bounded by the SageMaker statements above (the stack's prefix).
+        # UpdateEndpoint names the rollback alarms; a target-tracking policy makes Application Auto Scaling
+        # create TargetTracking-endpoint/<endpoint>/... alarms, which it checks the caller could manage.
+        _statement("StackEndpointAlarms",
+                   ["cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"],
+                   [f"{alarm}{prefix}*", f"{alarm}TargetTracking-endpoint/{prefix}*"]),
+        # Register/PutScalingPolicy/TagResource take a scalable-target ARN, but its id is assigned at
+        # registration (scalable-target/<id>), so the stack can only name this account and region's targets;
+        # which endpoints get scaled is bounded by the SageMaker statements above (the stack's prefix).
+        # TagResource: RegisterScalableTarget is called with the stack's tags.
         _statement("AutoscaleEndpoints",
-                   ["application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget"],
+                   ["application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget",
+                    "application-autoscaling:TagResource"],
                    [arns.scalable_targets()]),
-        # application-autoscaling:DescribeScalableTargets/DescribeScalingPolicies have no
-        # resource-level permissions: Resource must be "*".
-        _statement(
-            "ReadAutoscalingHasNoResourceLevelPermissions",
-            ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
-            ["*"],
-        ),
         _statement(
             "AutoscalingServiceLinkedRole",
             ["iam:CreateServiceLinkedRole"],
@@ -198,15 +196,19 @@ def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Polic
 
 
 def train_build_policy(scope: Scope) -> Policy:
-    return _policy(_logs(scope, codebuild_log_group(scope.names.train_project)), *_register_statements(scope))
+    # _read_bucket: CodeBuild fetches the pipeline's input artifact (the source zip) from the bucket.
+    return _policy(_logs(scope, codebuild_log_group(scope.names.train_project)), *_read_bucket(scope),
+                   *_register_statements(scope))
 
 
 def deploy_build_policy(scope: Scope, execution_role_arn: str) -> Policy:
     return _policy(
         _logs(scope, codebuild_log_group(scope.names.deploy_project)),
+        # CodeBuild fetches the pipeline's input artifacts (source and build output) from the bucket.
+        *_read_bucket(scope),
         *_deploy_statements(scope, execution_role_arn),
         # deploy.py --record-pipeline-approval reads who approved from the pipeline's state.
-        _statement("ReadPipelineApprovals", ["codepipeline:GetPipelineExecution", "codepipeline:GetPipelineState"],
+        _statement("ReadPipelineApprovals", ["codepipeline:GetPipelineState"],
                    [scope.arns.pipeline(scope.names.pipeline)]),
     )
 
@@ -246,7 +248,9 @@ def auto_approve_policy(scope: Scope) -> Policy:
 
 
 def github_preview_policy(scope: Scope) -> Policy:
-    """Read-only: what `pulumi preview --refresh` reads of this stack, and nothing it could change."""
+    """Read-only. A plain `pulumi preview` needs no AWS permission (sts:GetCallerIdentity needs none);
+    this lets the PR check read the stack's key settings (bucket, group, roles, functions, pipeline)
+    for drift, and nothing it could change."""
     arns, names = scope.arns, scope.names
     return _policy(
         _statement("ReadBucketConfiguration",
@@ -267,16 +271,7 @@ def github_preview_policy(scope: Scope) -> Policy:
 
 def github_deploy_policy(scope: Scope, execution_role_arn: str) -> Policy:
     """The model build (train + register) and deploy workflows, in one role trusted from main/production."""
-    statements: dict[str, Statement] = {}
-    for statement in (*_register_statements(scope), *_deploy_statements(scope, execution_role_arn)):
-        sid = statement["Sid"]
-        if sid in statements:
-            merged = sorted(set(statements[sid]["Action"]) | set(statement["Action"]))
-            resources = list(dict.fromkeys([*statements[sid]["Resource"], *statement["Resource"]]))
-            statements[sid] = {**statements[sid], "Action": merged, "Resource": resources}
-        else:
-            statements[sid] = statement
-    return _policy(*statements.values())
+    return _policy(*_register_statements(scope), *_deploy_statements(scope, execution_role_arn))
 
 
 # --- The component ---------------------------------------------------------------------------------
@@ -328,63 +323,51 @@ class Roles(pulumi.ComponentResource):
             )
             self.oidc_provider_arn = provider.arn
 
-        execution = self._role("sagemaker-execution", service_trust_policy(SAGEMAKER_SERVICE),
-                               "SageMaker endpoints of the stack")
         image_account, image_repository = args["inference_image_repository"]
-        self._attach("sagemaker-execution", execution, lambda scope, _exec: sagemaker_execution_policy(
-            scope, scope.arns.ecr_repository(image_account, image_repository)))
-        self.sagemaker_execution_role_arn = execution.arn
-
-        preview = self._role("github-preview", self._oidc_trust(preview_subjects(args["repository"])),
-                             "GitHub Actions pull-request previews (read-only)")
-        self._attach("github-preview", preview, lambda scope, _exec: github_preview_policy(scope))
-        self.github_preview_role_arn = preview.arn
+        self.sagemaker_execution_role_arn = self._principal(
+            "sagemaker-execution", service_trust_policy(SAGEMAKER_SERVICE), "SageMaker endpoints of the stack",
+            lambda scope, _exec: sagemaker_execution_policy(
+                scope, scope.arns.ecr_repository(image_account, image_repository)))
+        self.github_preview_role_arn = self._principal(
+            "github-preview", self._oidc_trust(preview_subjects(args["repository"])),
+            "GitHub Actions pull-request previews (read-only)", lambda scope, _exec: github_preview_policy(scope))
 
         self.github_deploy_role_arn = None
         self.codepipeline_role_arn = self.train_build_role_arn = self.deploy_build_role_arn = None
         self.auto_approve_role_arn = self.github_trigger_role_arn = None
 
         if github_actions:
-            deploy = self._role("github-deploy",
-                                self._oidc_trust(deploy_subjects(args["repository"], args["branch"])),
-                                "GitHub Actions model build and deploy (main branch, production environment)")
-            self._attach("github-deploy", deploy, github_deploy_policy)
-            self.github_deploy_role_arn = deploy.arn
-
-            trigger_role = self._role("github-trigger", service_trust_policy("lambda.amazonaws.com"),
-                                      "Lambda that dispatches the deploy workflow on Approved")
-            self._attach("github-trigger", trigger_role, lambda scope, _exec: github_component.trigger_function_policy(
-                token_secret_arn=scope.arns.secret(names.github_token_secret),
-                log_group_arn=scope.arns.log_group(lambda_log_group(names.github_trigger_function)),
-                dead_letter_queue_arn=scope.arns.queue(names.github_trigger_dlq),
-            ))
-            self.github_trigger_role_arn = trigger_role.arn
+            self.github_deploy_role_arn = self._principal(
+                "github-deploy", self._oidc_trust(deploy_subjects(args["repository"], args["branch"])),
+                "GitHub Actions model build and deploy (main branch, production environment)", github_deploy_policy)
+            self.github_trigger_role_arn = self._principal(
+                "github-trigger", service_trust_policy("lambda.amazonaws.com"),
+                "Lambda that dispatches the deploy workflow on Approved",
+                lambda scope, _exec: github_component.trigger_function_policy(
+                    token_secret_arn=scope.arns.secret(names.github_token_secret),
+                    log_group_arn=scope.arns.log_group(lambda_log_group(names.github_trigger_function)),
+                    dead_letter_queue_arn=scope.arns.queue(names.github_trigger_dlq),
+                ))
 
         if codepipeline:
             connection_arn = args.get("connection_arn")
             if connection_arn is None:
                 raise ValueError("Roles: orchestrator codepipeline needs connection_arn (the pipeline's source)")
-            pipeline_role = self._role("codepipeline", service_trust_policy("codepipeline.amazonaws.com"),
-                                       "CodePipeline of the stack")
-            self._attach("codepipeline", pipeline_role, lambda scope, _exec, arn: pipeline_policy(
-                scope, arn, args["approval_mode"]), extra=connection_arn)
-            self.codepipeline_role_arn = pipeline_role.arn
-
-            train = self._role("codebuild-train", service_trust_policy("codebuild.amazonaws.com"),
-                               "CodeBuild project train")
-            self._attach("codebuild-train", train, lambda scope, _exec: train_build_policy(scope))
-            self.train_build_role_arn = train.arn
-
-            deploy_build = self._role("codebuild-deploy", service_trust_policy("codebuild.amazonaws.com"),
-                                      "CodeBuild project deploy")
-            self._attach("codebuild-deploy", deploy_build, deploy_build_policy)
-            self.deploy_build_role_arn = deploy_build.arn
+            self.codepipeline_role_arn = self._principal(
+                "codepipeline", service_trust_policy("codepipeline.amazonaws.com"), "CodePipeline of the stack",
+                lambda scope, _exec, arn: pipeline_policy(scope, arn, args["approval_mode"]), extra=connection_arn)
+            self.train_build_role_arn = self._principal(
+                "codebuild-train", service_trust_policy("codebuild.amazonaws.com"), "CodeBuild project train",
+                lambda scope, _exec: train_build_policy(scope))
+            self.deploy_build_role_arn = self._principal(
+                "codebuild-deploy", service_trust_policy("codebuild.amazonaws.com"), "CodeBuild project deploy",
+                deploy_build_policy)
 
         if args["approval_mode"] == "auto":
-            approve = self._role("auto-approve", service_trust_policy("lambda.amazonaws.com"),
-                                 "Lambda that approves or rejects model packages on their metrics")
-            self._attach("auto-approve", approve, lambda scope, _exec: auto_approve_policy(scope))
-            self.auto_approve_role_arn = approve.arn
+            self.auto_approve_role_arn = self._principal(
+                "auto-approve", service_trust_policy("lambda.amazonaws.com"),
+                "Lambda that approves or rejects model packages on their metrics",
+                lambda scope, _exec: auto_approve_policy(scope))
 
         outputs = {key: value for key, value in vars(self).items()
                    if key.endswith("_arn") and value is not None}
@@ -393,19 +376,22 @@ class Roles(pulumi.ComponentResource):
     def _oidc_trust(self, subjects: list[str]) -> pulumi.Output[str]:
         return self.oidc_provider_arn.apply(lambda arn: json.dumps(github_oidc_trust_policy(arn, subjects)))
 
-    def _role(self, principal: str, trust: pulumi.Input[str] | Policy, description: str) -> aws.iam.Role:
-        policy = json.dumps(trust) if isinstance(trust, dict) else trust
-        return aws.iam.Role(
+    def _principal(self, principal: str, trust: pulumi.Input[str] | Policy, description: str,
+                   build: Callable[..., Policy], extra: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+        """The principal's role with the inline policy `build` renders; returns the role's ARN, resolved
+        only once the policy is attached.
+
+        Whoever receives the ARN then depends on the policy too: Lambda checks the dead-letter queue's
+        sqs:SendMessage on the role when the function is created, and a new pipeline starts at once.
+        """
+        role = aws.iam.Role(
             f"{self._name}-{principal}",
             name=self._names.role(principal),
             description=f"{description} ({self._names.prefix})",
-            assume_role_policy=policy,
+            assume_role_policy=json.dumps(trust) if isinstance(trust, dict) else trust,
             max_session_duration=3600,
             opts=pulumi.ResourceOptions(parent=self),
         )
-
-    def _attach(self, principal: str, role: aws.iam.Role, build: Callable[..., Policy],
-                extra: pulumi.Input[str] | None = None) -> aws.iam.RolePolicy:
         args = self._args
         execution_arn = self.sagemaker_execution_role_arn if principal != "sagemaker-execution" else ""
 
@@ -416,9 +402,10 @@ class Roles(pulumi.ComponentResource):
             document = build(scope, exec_arn) if extra is None else build(scope, exec_arn, extra_value)
             return json.dumps(document)
 
-        return aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{self._name}-{principal}-policy",
             role=role.id,
             policy=pulumi.Output.all(args["account_id"], args["bucket"], execution_arn, extra or "").apply(render),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        return pulumi.Output.all(role.arn, policy.id).apply(lambda values: str(values[0]))

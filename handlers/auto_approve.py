@@ -35,6 +35,7 @@ MAX_APPROVAL_DESCRIPTION = 1024  # UpdateModelPackage limit
 MAX_JOB_MESSAGE = 5000  # PutJobFailureResult failureDetails.message limit
 MAX_JOB_SUMMARY = 2048  # PutJobSuccessResult executionDetails.summary limit
 METRICS_SECTION = "binary_classification_metrics"
+GAIN_TOLERANCE = 1e-9
 
 # Versioned packages only: the gate works on the packages of one group (".../model-package/<group>/<version>").
 MODEL_PACKAGE_ARN = re.compile(
@@ -421,7 +422,10 @@ def _compare_with_champion(
         checks.append(f"champion {champion_arn}: cannot compare {metric} FAIL (fix its metrics or approve by hand)")
         return False
     gain = metrics[metric] - champion_value
-    ok = gain >= config.champion_min_delta
+    # "Beat the champion by at least the delta": gain >= delta, so with delta 0 a tie passes (a rebuild
+    # that changes only code/inference.py must stay deployable); delta > 0 demands a real improvement.
+    # The tolerance absorbs float noise (0.905 - 0.9 is 0.004999...), never a real shortfall.
+    ok = gain >= config.champion_min_delta - GAIN_TOLERANCE
     checks.append(
         f"champion {champion_arn} {metric} {_fmt(champion_value)}: new {_fmt(metrics[metric])}, "
         f"gain {gain:+.4f} {'>=' if ok else '<'} {_fmt(config.champion_min_delta)} {'ok' if ok else 'FAIL'}"
@@ -494,7 +498,7 @@ def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
             raise
         try:
             with zipfile.ZipFile(io.BytesIO(body)) as archive:
-                names = {name.lstrip("./"): name for name in archive.namelist()}
+                names = {name.removeprefix("./"): name for name in archive.namelist()}
                 member = names.get(contracts.MODEL_PACKAGE_ARN_FILE)
                 if member is None:
                     continue
@@ -510,10 +514,27 @@ def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
     )
 
 
+def _put_job_result(call: Callable[..., Any], job_id: str, **result: Any) -> bool:
+    """Report the job's result; False when the job already has one.
+
+    Lambda retries an asynchronous invocation that timed out or crashed after reporting: the replay
+    must not fail on the finished job (InvalidJobStateException), or its retries end in the dead-letter
+    queue although the pipeline went on correctly.
+    """
+    try:
+        call(jobId=job_id, **result)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidJobStateException":
+            raise
+        log_json(action="job_already_finished", job_id=job_id)
+        return False
+    return True
+
+
 def _fail_job(codepipeline: Any, job_id: str, failure_type: str, message: str) -> dict[str, Any]:
-    codepipeline.put_job_failure_result(
-        jobId=job_id, failureDetails={"type": failure_type, "message": message[:MAX_JOB_MESSAGE]}
-    )
+    failure = {"type": failure_type, "message": message[:MAX_JOB_MESSAGE]}
+    if not _put_job_result(codepipeline.put_job_failure_result, job_id, failureDetails=failure):
+        return {"action": "job_already_finished", "job_id": job_id}
     log_json(action="pipeline_job_failed", job_id=job_id, failure_type=failure_type, reason=message)
     return {"action": "job_failed", "job_id": job_id, "reason": message}
 
@@ -548,7 +569,9 @@ def handle_pipeline_job(job: PipelineJob, config: ApprovalConfig, clients: Clien
     description = str(package.get("ApprovalDescription") or "")
     if status == contracts.STATUS_APPROVED:
         summary = f"{arn} Approved. {description}"[:MAX_JOB_SUMMARY]
-        clients.codepipeline.put_job_success_result(jobId=job.job_id, executionDetails={"summary": summary})
+        if not _put_job_result(clients.codepipeline.put_job_success_result, job.job_id,
+                               executionDetails={"summary": summary}):
+            return {"action": "job_already_finished", "job_id": job.job_id, "model_package_arn": arn}
         log_json(action="pipeline_job_succeeded", job_id=job.job_id, model_package_arn=arn)
         return {"action": "job_succeeded", "job_id": job.job_id, "model_package_arn": arn}
     return _fail_job(

@@ -436,20 +436,35 @@ def log_retention(resource: Resource) -> list[str]:
 
 
 # --- Audit and accountability -------------------------------------------------------------------
-def lambda_log_groups(resources: Sequence[Resource], _options: Options) -> list[Violation]:
-    """Every function logs to a log group the stack creates (so it has retention and is deleted with it)."""
+def _logs_to_stack_group(resource: Resource, wanted: str | None, groups: Mapping[str, Resource], prop: str) -> bool:
+    linked = [g for g in groups.values() if g.urn in resource.property_dependencies.get(prop, ())]
+    return wanted in groups or bool(linked)
+
+
+def log_groups(resources: Sequence[Resource], _options: Options) -> list[Violation]:
+    """Every Lambda function and CodeBuild project logs to a log group the stack creates (so it has
+    retention and is deleted with the stack); otherwise the service creates one that keeps logs forever."""
     groups = {str(g.props.get("name")): g for g in _of(resources, LOG_GROUP_TYPE)}
     violations: list[Violation] = []
     for function in _of(resources, FUNCTION_TYPE):
         configured = (function.props.get("loggingConfig") or {}).get("logGroup")
         name = function.props.get("name")
         wanted = str(configured) if configured else f"/aws/lambda/{name}" if name else None
-        linked = [g for g in _of(resources, LOG_GROUP_TYPE)
-                  if function.urn and g.urn in function.property_dependencies.get("loggingConfig", ())]
-        if wanted in groups or linked:
+        if not _logs_to_stack_group(function, wanted, groups, "loggingConfig"):
+            violations.append(Violation(f"Lambda {function.name} logs to {wanted or 'an unnamed log group'}, which "
+                                        "the stack does not create; add a LogGroup with retention", function.urn))
+    for project in _of(resources, CODEBUILD_TYPE):
+        cloudwatch = (project.props.get("logsConfig") or {}).get("cloudwatchLogs") or {}
+        if cloudwatch.get("status") == "DISABLED":
+            violations.append(Violation(f"CodeBuild project {project.name} has CloudWatch logs disabled: its builds "
+                                        "would leave no record; enable logsConfig.cloudwatchLogs", project.urn))
             continue
-        violations.append(Violation(f"Lambda {function.name} logs to {wanted or 'an unnamed log group'}, which the "
-                                    "stack does not create; add a LogGroup with retention", function.urn))
+        name = project.props.get("name")
+        configured = cloudwatch.get("groupName")
+        wanted = str(configured) if configured else f"/aws/codebuild/{name}" if name else None
+        if not _logs_to_stack_group(project, wanted, groups, "logsConfig"):
+            violations.append(Violation(f"CodeBuild project {project.name} logs to {wanted or 'an unnamed log group'}, "
+                                        "which the stack does not create; add a LogGroup with retention", project.urn))
     return violations
 
 
@@ -520,8 +535,8 @@ RULES: tuple[Rule, ...] = (
     Rule("bucket-versioned", CONFIG, "Every bucket is versioned.", stack_check=bucket_versioned),
     Rule("queue-encrypted", CONFIG, "Every SQS queue is encrypted.", check=queue_encrypted),
     Rule("log-retention", CONFIG, "Every log group has a retention period.", check=log_retention),
-    Rule("lambda-log-groups", AUDIT, "Every Lambda function logs to a log group the stack creates.",
-         stack_check=lambda_log_groups),
+    Rule("log-groups", AUDIT, "Every Lambda function and CodeBuild project logs to a log group the stack creates.",
+         stack_check=log_groups),
     Rule("pipeline-execution-history", AUDIT,
          "Releases run through a V2 CodePipeline or the GitHub workflow dispatch.",
          stack_check=pipeline_execution_history),

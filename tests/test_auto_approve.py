@@ -170,7 +170,10 @@ def test_package_below_one_bar_is_rejected_naming_that_metric(registry: Registry
     ("champion_auc", "new_auc", "expected"),
     [
         pytest.param(0.90, 0.92, contracts.STATUS_APPROVED, id="beats-champion-by-more-than-delta"),
+        # 0.94 - 0.93 is 0.0099999... in floats: a gain of exactly the delta must still pass.
+        pytest.param(0.93, 0.94, contracts.STATUS_APPROVED, id="beats-champion-by-exactly-delta"),
         pytest.param(0.90, 0.905, contracts.STATUS_REJECTED, id="better-but-by-less-than-delta"),
+        pytest.param(0.90, 0.90, contracts.STATUS_REJECTED, id="tie-with-a-positive-delta"),
         pytest.param(0.95, 0.93, contracts.STATUS_REJECTED, id="worse-than-champion"),
     ],
 )
@@ -185,6 +188,22 @@ def test_package_must_beat_the_champion_by_the_minimum_delta(
     package = registry.package(arn)
     assert package["ModelApprovalStatus"] == expected
     assert f"champion {champion} auc {champion_auc:.4f}" in package["ApprovalDescription"]
+
+
+def test_with_zero_delta_a_tie_with_the_champion_is_approved(registry: Registry, clients: Clients, monkeypatch):
+    # Delta 0 means "no worse than the champion": a rebuild that changes only the inference code
+    # (same data, same metrics) must stay deployable.
+    monkeypatch.setenv(contracts.ENV_CHAMPION_MIN_DELTA, "0")
+    registry.add({"accuracy": 0.9, "auc": 0.91}, status=contracts.STATUS_APPROVED)
+    tie = registry.add({"accuracy": 0.9, "auc": 0.91})
+    worse = registry.add({"accuracy": 0.9, "auc": 0.9099})
+
+    run(state_change(tie), clients)
+    run(state_change(worse), clients)
+
+    assert registry.status(tie) == contracts.STATUS_APPROVED
+    assert "gain +0.0000 >= 0.0000 ok" in registry.package(tie)["ApprovalDescription"]
+    assert registry.status(worse) == contracts.STATUS_REJECTED
 
 
 def test_champion_is_the_newest_approved_package(registry: Registry, clients: Clients):
@@ -453,6 +472,9 @@ class JobResults:
             "put_job_failure_result", {}, {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": ANY}}
         )
 
+    def expect_job_already_finished(self, operation: str) -> None:
+        self.stub.add_client_error(operation, "InvalidJobStateException", "job is not in a state to accept a result")
+
     @property
     def message(self) -> str:
         return self.sent[-1]["failureDetails"]["message"]
@@ -519,6 +541,33 @@ def test_pipeline_job_for_an_already_decided_package_reports_that_decision_uncha
 
     package = registry.package(arn)
     assert (package["ModelApprovalStatus"], package["ApprovalDescription"]) == (status, "decided by jane")
+
+
+@pytest.mark.parametrize(
+    ("metrics", "operation"),
+    [(GOOD, "put_job_success_result"), ({"accuracy": 0.5, "auc": 0.9}, "put_job_failure_result")],
+)
+def test_replayed_job_that_already_has_its_result_ends_quietly(
+    registry: Registry, job_clients: Clients, job_results: JobResults, metrics: dict[str, float], operation: str
+):
+    # Lambda retries an async invocation that timed out after reporting; the job is finished by then.
+    arn = registry.add(metrics)
+    put_artifact("sagemaker-mlops/BuildArtif/abc123", {contracts.MODEL_PACKAGE_ARN_FILE: arn})
+    job_results.expect_job_already_finished(operation)
+
+    result = run(job_event(), job_clients)
+
+    assert result["action"] == "job_already_finished"
+    assert registry.status(arn) != contracts.STATUS_PENDING  # the decision stands on the package
+
+
+def test_other_job_result_errors_raise(registry: Registry, job_clients: Clients, job_results: JobResults):
+    arn = registry.add(GOOD)
+    put_artifact("sagemaker-mlops/BuildArtif/abc123", {contracts.MODEL_PACKAGE_ARN_FILE: arn})
+    job_results.stub.add_client_error("put_job_success_result", "JobNotFoundException")
+
+    with pytest.raises(ClientError, match="JobNotFoundException"):
+        run(job_event(), job_clients)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ def test_deployment_stages_round_trip_through_json():
         ('[{"name": "s"}]', "endpoint_name must be a non-empty string"),
         ('[{"name": "s", "endpoint_name": "e"}]', "exactly one of 'serverless' or 'instances'"),
         ('[{"name": "s", "endpoint_name": "e", "serverless": {}, "rollout": {}}]', "need 'instances'"),
+        # SageMaker refuses DataCaptureConfig on a serverless variant: fail at config time, not mid-deploy.
+        ('[{"name": "s", "endpoint_name": "e", "serverless": {}, "data_capture": {}}]', "cannot capture"),
         ('[{"name": "s", "endpoint_name": "e", "serverless": {"memory": 1}}]', "serverless"),
         ('[{"name": "s", "endpoint_name": "e", "serverless": {}, "colour": 1}]', "unknown keys"),
     ],

@@ -101,3 +101,16 @@ def test_train_buildspec_installs_what_training_imports() -> None:
     install = " ".join(yaml.safe_load((ROOT / contracts.TRAIN_BUILDSPEC).read_text())["phases"]["install"]["commands"])
     for package in ("scikit-learn", "numpy", "pandas", "joblib", "boto3"):
         assert package in install
+
+
+# Python runtimes of aws/codebuild/standard:7.0 (aws/aws-codebuild-docker-images ubuntu/standard/7.0/
+# runtimes.yml); a version the image lacks fails the build's install phase before anything runs.
+CODEBUILD_STANDARD_7_PYTHON = ("3.11", "3.12")
+
+
+@pytest.mark.parametrize("buildspec", [contracts.TRAIN_BUILDSPEC, contracts.DEPLOY_BUILDSPEC])
+def test_buildspecs_ask_for_a_python_runtime_the_codebuild_image_has(buildspec: str) -> None:
+    spec = yaml.safe_load((ROOT / buildspec).read_text())
+    assert str(spec["version"]) == "0.2"
+    # YAML reads `python: 3.11` as a float; CodeBuild reads the same text, so compare the text form.
+    assert str(spec["phases"]["install"]["runtime-versions"]["python"]) in CODEBUILD_STANDARD_7_PYTHON

@@ -377,7 +377,20 @@ def test_lambda_without_its_log_group_is_caught(stack: str, graphs: dict[str, Pr
     wanted = {str((f.props.get("loggingConfig") or {}).get("logGroup") or f"/aws/lambda/{f.props['name']}")
               for f in functions}
     broken = without(graph, rules.LOG_GROUP_TYPE, where=lambda r: r.props.get("name") in wanted)
-    assert len(caught("lambda-log-groups", broken)) == len(functions) >= 1
+    assert len(caught("log-groups", broken)) == len(functions) >= 1
+
+
+def test_codebuild_project_without_its_log_group_is_caught(dev: Graph) -> None:
+    # CodeBuild would create /aws/codebuild/<project> itself, with no retention and outside the stack.
+    broken = without(dev, rules.LOG_GROUP_TYPE, where=lambda r: str(r.props.get("name")).startswith("/aws/codebuild/"))
+    messages = caught("log-groups", broken)
+    assert len(messages) == 2 and all(m.startswith("CodeBuild project pipeline-") for m in messages), messages
+
+
+def test_codebuild_project_with_logs_disabled_is_caught(dev: Graph) -> None:
+    broken = edit(dev, rules.CODEBUILD_TYPE, lambda p: p["logsConfig"]["cloudwatchLogs"].update(status="DISABLED"),
+                  where=lambda r: r.name == "pipeline-deploy")
+    assert any("logs disabled" in m for m in caught("log-groups", broken))
 
 
 def test_v1_pipeline_is_caught(dev: Graph) -> None:

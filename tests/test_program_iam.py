@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import botocore.session
 import pytest
-from program_harness import ProgramGraph, Resource, run_program
+from botocore import xform_name
+from program_harness import ROOT, ProgramGraph, Resource, run_program
 
 from components.roles import GITHUB_OIDC_HOST
 
@@ -18,8 +21,6 @@ NO_RESOURCE_LEVEL = {
     "cloudwatch:PutMetricData",
     "codepipeline:PutJobSuccessResult",
     "codepipeline:PutJobFailureResult",
-    "application-autoscaling:DescribeScalableTargets",
-    "application-autoscaling:DescribeScalingPolicies",
 }
 # Input properties that carry IAM / resource policy documents.
 POLICY_PROPERTIES = ("policy", "assumeRolePolicy")
@@ -211,3 +212,100 @@ def test_each_service_role_is_assumable_only_by_its_service() -> None:
         trust = json.loads(_role(graph, principal).inputs["assumeRolePolicy"])
         assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": service},
                                        "Action": "sts:AssumeRole"}], principal
+
+
+# --- Each role against the code that runs under it -------------------------------------------------
+# (files, boto3 services whose calls they make) per principal; sagemaker-runtime is IAM prefix sagemaker.
+ROLE_CODE = {
+    "codebuild-train": (("training/train.py", "training/register.py"), ("sagemaker", "s3")),
+    "codebuild-deploy": (("training/deploy.py",), ("sagemaker", "sagemaker-runtime", "application-autoscaling",
+                                                   "codepipeline")),
+    "auto-approve": (("handlers/auto_approve.py",), ("sagemaker", "s3", "codepipeline")),
+    "github-deploy": (("training/train.py", "training/register.py", "training/deploy.py"),
+                      ("sagemaker", "s3", "sagemaker-runtime", "application-autoscaling", "codepipeline")),
+}
+# S3 transfer helpers are not API operations; both upload with PutObject (multipart parts included).
+TRANSFER_CALLS = {"upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject"}
+_CODEBUILD = {"logs:CreateLogStream", "logs:PutLogEvents",  # the build's own log group
+              # CodeBuild fetches the pipeline's input artifacts from the bucket.
+              "s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion"}
+_REGISTER = {"sagemaker:AddTags"}  # CreateModelPackage carries Tags
+_DEPLOY = {
+    "iam:PassRole",  # CreateModel names the execution role
+    # Application Auto Scaling checks that whoever registers a variant and its target-tracking policy could
+    # change the variant's capacity and manage the policy's alarms, and creates its service-linked role.
+    "sagemaker:UpdateEndpointWeightsAndCapacities", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DeleteAlarms", "iam:CreateServiceLinkedRole",
+    "application-autoscaling:TagResource",  # RegisterScalableTarget carries Tags
+}
+# Granted although the code does not call it, and why.
+NEEDED_BEYOND_CALLS = {
+    "codebuild-train": _CODEBUILD | _REGISTER,
+    "codebuild-deploy": _CODEBUILD | _DEPLOY,
+    "auto-approve": {"logs:CreateLogStream", "logs:PutLogEvents",
+                     "sqs:SendMessage"},  # Lambda's own dead-letter queue for failed invocations
+    "github-deploy": _REGISTER | _DEPLOY,
+}
+# Called by the code but deliberately not granted, and why.
+CALLED_NOT_GRANTED = {
+    # register.ensure_group creates a missing group for runs without the program (the embedded run);
+    # in a stack the program owns the group, so no role may create one.
+    "codebuild-train": {"sagemaker:CreateModelPackageGroup"},
+    "github-deploy": {"sagemaker:CreateModelPackageGroup",
+                      # --record-pipeline-approval is the CodePipeline path; the workflows never pass it.
+                      "codepipeline:GetPipelineState"},
+}
+
+
+def _iam_actions_called(files: tuple[str, ...], services: tuple[str, ...]) -> set[str]:
+    """IAM actions for every boto3 operation the files reference (calls and bound methods passed on)."""
+    names: set[str] = set()
+    for file in files:
+        tree = ast.parse((ROOT / file).read_text())
+        names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    session = botocore.session.get_session()
+    actions = {TRANSFER_CALLS[name] for name in names & set(TRANSFER_CALLS)}
+    for service in services:
+        model = session.get_service_model(service)
+        prefix = model.signing_name if service != "application-autoscaling" else service
+        actions |= {f"{prefix}:{op}" for op in model.operation_names if xform_name(op) in names}
+    return actions
+
+
+def _granted(policy: dict[str, Any]) -> set[str]:
+    return {action for statement in _statements(policy) if statement["Effect"] == "Allow"
+            for action in _as_list(statement["Action"])}
+
+
+@pytest.mark.parametrize("principal", sorted(ROLE_CODE))
+def test_role_allows_exactly_the_calls_its_code_makes(principal: str) -> None:
+    files, services = ROLE_CODE[principal]
+    called = _iam_actions_called(files, services)
+    assert called, f"no AWS calls found in {files}: the scan is broken"
+    graph = (run_program("prod") if principal == "github-deploy"
+             else run_program("prod", {"orchestrator": "codepipeline", "approvalMode": "auto"}))
+    granted = _granted(_role_policy(graph, principal))
+    expected = (called - CALLED_NOT_GRANTED.get(principal, set())) | NEEDED_BEYOND_CALLS[principal]
+    assert granted >= expected, f"{principal} lacks {sorted(expected - granted)}"
+    assert granted <= expected, f"{principal} is granted more than it uses: {sorted(granted - expected)}"
+
+
+def test_policy_statement_ids_are_unique_within_each_document() -> None:
+    for graph in _graphs():
+        for resource, document in _documents(graph):
+            sids = [s["Sid"] for s in _statements(document) if "Sid" in s]
+            assert len(sids) == len(set(sids)), f"{resource}: {sids}"
+
+
+def test_every_role_arn_consumer_waits_for_the_role_policy() -> None:
+    # Lambda checks the DLQ's sqs:SendMessage on the role at CreateFunction; a new pipeline runs at once.
+    for graph in _graphs():
+        roles = {r.inputs["name"]: r for r in graph.of_type("aws:iam/role:Role")}
+        consumers = [(r, r.inputs["role"]) for r in graph.of_type("aws:lambda/function:Function")]
+        consumers += [(r, r.inputs["serviceRole"]) for r in graph.of_type("aws:codebuild/project:Project")]
+        consumers += [(r, r.inputs["roleArn"]) for r in graph.of_type("aws:codepipeline/pipeline:Pipeline")]
+        assert consumers
+        for resource, role_arn in consumers:
+            role = roles[role_arn.rsplit("/", 1)[1]]
+            policy = graph.one("aws:iam/rolePolicy:RolePolicy", f"{role.name}-policy")
+            assert policy.urn in resource.dependencies, f"{resource} may be created before {policy.name}"

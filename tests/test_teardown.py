@@ -18,6 +18,7 @@ GROUP = "sagemaker-mlops-dev"
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 IMAGE = contracts.inference_image_uri("us-east-1")
+INSTANCES = "sagemaker:variant:DesiredInstanceCount"
 
 
 def _tags(project: str | None, stack: str | None) -> list[dict[str, str]]:
@@ -43,7 +44,7 @@ def _deploy(sm: Any, aas: Any, name: str, project: str | None, stack: str | None
     sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=tags)
     if scaled:
         aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=f"endpoint/{name}/variant/AllTraffic",
-                                     ScalableDimension=td.SCALABLE_DIMENSION, MinCapacity=1, MaxCapacity=2)
+                                     ScalableDimension=INSTANCES, MinCapacity=1, MaxCapacity=2)
 
 
 def _register(sm: Any, group: str, count: int) -> list[str]:
@@ -105,7 +106,7 @@ def test_teardown_removes_only_this_stacks_tagged_resources(world: tuple[Any, An
     assert left["models"] == {"prod-stack-model", "other-project-model", "untagged-model"}
     assert left["targets"] == {"endpoint/prod-stack/variant/AllTraffic"}
     assert report.endpoints == ["ours-production", "ours-staging"]
-    assert report.scalable_targets == ["endpoint/ours-production/variant/AllTraffic"]
+    assert report.scalable_targets == [td.ScalableTarget("endpoint/ours-production/variant/AllTraffic", INSTANCES)]
     assert not report.dry_run
 
 
@@ -117,7 +118,7 @@ def test_dry_run_lists_everything_and_deletes_nothing(world: tuple[Any, Any]) ->
 
     assert report.dry_run
     assert report.items() == [
-        ("scalable-target", "endpoint/ours-production/variant/AllTraffic"),
+        ("scalable-target", f"endpoint/ours-production/variant/AllTraffic {INSTANCES}"),
         ("endpoint", "ours-production"), ("endpoint", "ours-staging"),
         ("endpoint-config", "ours-production-config"), ("endpoint-config", "ours-staging-config"),
         ("model", "ours-production-model"), ("model", "ours-staging-model"),
@@ -145,10 +146,100 @@ def test_model_packages_of_the_group_are_deleted_and_others_kept(aws: str) -> No
     with Stubber(packages) as stub:
         for arn in ours:  # Stubber checks each request against the real DeleteModelPackage model
             stub.add_response("delete_model_package", {}, {"ModelPackageName": arn})
+        stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, _listing(GROUP))  # gone
         report = td.teardown(PROJECT, STACK, GROUP, clients=_clients(sm, boto3.client("application-autoscaling"),
                                                                     packages))
         stub.assert_no_pending_responses()
     assert report.model_packages == ours
+
+
+def _listing(group: str) -> dict[str, Any]:
+    return {"ModelPackageGroupName": group, "ModelPackageType": "Versioned", "MaxResults": td.PAGE_SIZE["sagemaker"]}
+
+
+def test_packages_still_listed_after_delete_fail_naming_them(aws: str) -> None:
+    # DeleteModelPackage accepted, but the group keeps listing the package (status Deleting that never
+    # ends): Pulumi would then fail to delete the group, so teardown must not report success.
+    sm = boto3.client("sagemaker")
+    [arn] = _register(sm, GROUP, 1)
+    packages = boto3.client("sagemaker")
+    summary = {"ModelPackageGroupName": GROUP, "ModelPackageArn": arn, "CreationTime": NOW,
+               "ModelPackageStatus": "Deleting"}
+    with Stubber(packages) as stub:
+        stub.add_response("delete_model_package", {}, {"ModelPackageName": arn})
+        for _ in range(2):
+            stub.add_response("list_model_packages", {"ModelPackageSummaryList": [summary]}, _listing(GROUP))
+        with pytest.raises(td.TeardownError, match=f"group {GROUP} were not deleted: {arn}"):
+            td.teardown(PROJECT, STACK, GROUP, clients=_clients(sm, boto3.client("application-autoscaling"), packages),
+                        waiter_delay=0, waiter_max_attempts=2)
+
+
+def test_every_listing_follows_next_token(world: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # AWS pages ListEndpoints by 10 by default; one page at a time here, so only NextToken finds the rest.
+    sm, aas = world
+    arns = _register(sm, GROUP, 3)
+    monkeypatch.setitem(td.PAGE_SIZE, "sagemaker", 1)
+    # 2, not 1: moto's DescribeScalableTargets answers NextToken "0" forever to pages of one.
+    monkeypatch.setitem(td.PAGE_SIZE, "autoscaling", 2)
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/ours-staging/variant/AllTraffic",
+                                 ScalableDimension=INSTANCES, MinCapacity=1, MaxCapacity=2)
+    report = td.plan(PROJECT, STACK, GROUP, _clients(sm, aas))
+    assert report.endpoints == ["ours-production", "ours-staging"]
+    assert report.endpoint_configs == ["ours-production-config", "ours-staging-config"]
+    assert [t.resource_id for t in report.scalable_targets] == [
+        "endpoint/ours-production/variant/AllTraffic", "endpoint/ours-staging/variant/AllTraffic"]
+    assert report.model_packages == arns
+
+
+def test_scalable_target_is_deregistered_with_its_own_dimension(world: tuple[Any, Any]) -> None:
+    # A serverless variant scales provisioned concurrency, not instances: deregistering it under the
+    # instance dimension would leave it registered. (moto knows only the instance dimension: Stubber.)
+    sm, _ = world
+    scaling = boto3.client("application-autoscaling")
+    resource_id = "endpoint/ours-staging/variant/AllTraffic"
+    concurrency = "sagemaker:variant:DesiredProvisionedConcurrency"
+    with Stubber(scaling) as stub:
+        stub.add_response("describe_scalable_targets", {"ScalableTargets": [{
+            "ServiceNamespace": "sagemaker", "ResourceId": resource_id, "ScalableDimension": concurrency,
+            "MinCapacity": 1, "MaxCapacity": 2, "RoleARN": ROLE, "CreationTime": NOW}]},
+            {"ServiceNamespace": "sagemaker", "MaxResults": td.PAGE_SIZE["autoscaling"]})
+        stub.add_response("deregister_scalable_target", {}, {
+            "ServiceNamespace": "sagemaker", "ResourceId": resource_id, "ScalableDimension": concurrency})
+        report = td.teardown(PROJECT, STACK, GROUP, clients=_clients(sm, scaling), waiter_delay=1)
+        stub.assert_no_pending_responses()
+    assert report.scalable_targets == [td.ScalableTarget(resource_id, concurrency)]
+
+
+def test_target_deregistered_meanwhile_counts_as_gone(world: tuple[Any, Any]) -> None:
+    # Another run (or SageMaker) deregistered it between our listing and our call: carry on.
+    sm, aas = world
+    racing = boto3.client("application-autoscaling")
+    resource_id = "endpoint/ours-production/variant/AllTraffic"
+    with Stubber(racing) as stub:
+        stub.add_client_error("deregister_scalable_target", service_error_code="ObjectNotFoundException",
+                              service_message=f"No scalable target registered for service namespace: sagemaker, "
+                                              f"resource ID: {resource_id}, scalable dimension: {INSTANCES}",
+                              expected_params={"ServiceNamespace": "sagemaker", "ResourceId": resource_id,
+                                               "ScalableDimension": INSTANCES})
+        td.teardown(PROJECT, STACK, GROUP, clients=_clients(sm, _ListingFrom(aas, racing)), waiter_delay=1)
+    assert _names(sm, aas)["endpoints"] == {"prod-stack", "other-project", "untagged"}
+
+
+def test_credentials_of_another_account_delete_nothing(world: tuple[Any, Any]) -> None:
+    sm, aas = world
+    before = _names(sm, aas)
+    clients = td.Clients(sagemaker=sm, autoscaling=aas, packages=sm, sts=boto3.client("sts"))
+    with pytest.raises(td.TeardownError, match="account 123456789012, but the stack's resources are in 999999999999"):
+        td.teardown(PROJECT, STACK, GROUP, clients=clients, account="999999999999")
+    assert _names(sm, aas) == before
+
+
+def test_credentials_of_the_stacks_account_proceed(world: tuple[Any, Any]) -> None:
+    sm, aas = world
+    clients = _clients(sm, aas)
+    clients.sts = boto3.client("sts")
+    report = td.teardown(PROJECT, STACK, GROUP, clients=clients, account="123456789012", waiter_delay=1)
+    assert report.endpoints == ["ours-production", "ours-staging"]
 
 
 def test_failed_delete_raises_naming_the_resource(aws: str) -> None:
@@ -187,7 +278,7 @@ class _ListingFrom:
         self._listing, self._acting = listing, acting
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("get_paginator", "list_tags"):
+        if name in ("get_paginator", "list_tags", "describe_scalable_targets"):
             return getattr(self._listing, name)
         return getattr(self._acting, name)
 

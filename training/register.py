@@ -51,8 +51,9 @@ REALTIME_INSTANCE_TYPES = (
     "ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge",
 )
 TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
-# CustomerMetadataProperties values allow only letters, digits, spaces and _.:/=+-@ (API pattern).
-_METADATA_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]")
+# CustomerMetadataProperties values allow only letters, digits, spaces and _.:/=+-@ (API pattern
+# [\p{L}\p{Z}\p{N}_.:/=+-@]); tabs and newlines are not \p{Z}, so only the space is kept.
+_METADATA_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 
 class RegistrationError(Exception):
