@@ -345,8 +345,9 @@ def _stages(raw: Mapping[str, str], prefix: str) -> tuple[contracts.DeploymentSt
             if scaling.target_invocations_per_instance <= 0:
                 raise _fail(name, f"{where} autoscaling.targetInvocationsPerInstance must be positive", "e.g. 100")
         if stage.rollout is not None:
-            if not 1 <= stage.rollout.canary_percent <= 99:
-                raise _fail(name, f"{where} rollout.canaryPercent must be 1..99", "e.g. 10")
+            # SageMaker's blue/green canary may shift at most half of the new fleet's capacity.
+            if not 1 <= stage.rollout.canary_percent <= 50:
+                raise _fail(name, f"{where} rollout.canaryPercent must be 1..50", "e.g. 10")
             if not 0 <= stage.rollout.wait_seconds <= 3600:
                 raise _fail(name, f"{where} rollout.waitSeconds must be 0..3600", "e.g. 300")
         if stage.data_capture is not None and not 0 < stage.data_capture.sampling_percent <= 100:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -518,3 +519,17 @@ def test_engine_resource_check_blocks_an_unencrypted_queue(analyzer: analyzer_pb
     response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(type=queue.type, properties=queue.properties,
                                                             urn=queue.urn, name=queue.name), timeout=30)
     assert [(d.policyName, d.urn) for d in response.diagnostics] == [("queue-encrypted", queue.urn)]
+
+
+# --- The README's GRC table ---------------------------------------------------------------------
+def test_readme_grc_table_names_every_rule_with_tests_that_exist() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("<!-- section:governance -->"):readme.index("<!-- /section:governance -->")]
+    assert set(re.findall(r"\| `([a-z-]+)` \|", section)) == {r.name for r in rules.RULES}
+    current, missing = "", []
+    for path, test in re.findall(r"`(test_\w+\.py)?::(test_\w+)`", section):
+        current = path or current
+        if f"def {test}(" not in (root / "tests" / current).read_text():
+            missing.append(f"{current}::{test}")
+    assert missing == []

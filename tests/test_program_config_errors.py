@@ -40,6 +40,10 @@ CASES = [
      ["sagemaker-mlops:logRetentionDays", "42", "30"]),
     ("boolean-typo", "dev", {"forceDestroy": "yes"}, ["sagemaker-mlops:forceDestroy", "true or false"]),
     ("unsupported-region", "dev", {"aws:region": "mars-north-1"}, ["aws:region", "mars-north-1", "us-east-1"]),
+    ("canary-above-half-the-fleet", "prod",
+     {"deploymentStages": [GOOD_STAGE, {"name": "production", "instances": {"instanceType": "ml.m5.large"},
+                                        "rollout": {"canaryPercent": 75}, "requiresApproval": True}]},
+     ["sagemaker-mlops:deploymentStages", "canaryPercent must be 1..50"]),
     ("bad-oidc-provider-arn", "dev", {"githubOidcProviderArn": "arn:aws:iam::123:oidc-provider/x"},
      ["sagemaker-mlops:githubOidcProviderArn", "oidc-provider/token.actions.githubusercontent.com"]),
 ]

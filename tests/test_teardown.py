@@ -296,3 +296,15 @@ def test_cli_dry_run_prints_what_it_would_delete(world: tuple[Any, Any], capsys:
     assert "would delete endpoint ours-staging" in out
     assert "prod-stack" not in out
     assert "ours-staging" in _names(sm, aas)["endpoints"]
+
+
+def test_cli_without_credentials_fails_with_one_line(aws: str, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code = td.main(["--stack", STACK, "--group", GROUP, "--dry-run"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().endswith("teardown failed: Unable to locate credentials")

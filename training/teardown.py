@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 import contracts
 
@@ -282,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = teardown(args.project, args.stack, args.group, clients=Clients.for_region(args.region),
                           account=args.account, dry_run=args.dry_run)
-    except (TeardownError, ValueError) as exc:
+    except (TeardownError, ValueError, ClientError, BotoCoreError) as exc:
+        # BotoCoreError: no credentials or region; ClientError: e.g. AccessDenied on a listing.
         print(f"teardown failed: {exc}", file=sys.stderr)
         return 1
     verb = "would delete" if report.dry_run else "deleted"
