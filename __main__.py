@@ -45,6 +45,16 @@ def main() -> None:
         "description": f"Models of {settings.github.repository} ({settings.project} stack {settings.stack})",
     }, opts=on_aws)
 
+    # Deleted before the group and the bucket (it depends on both): its delete removes the
+    # endpoints, models and packages the pipeline created outside Pulumi's state. Whatever can
+    # start a deploy (pipeline, approval and trigger Lambdas) depends on it in turn, so destroy
+    # removes those first and no deploy can create an endpoint after the janitor has swept.
+    janitor = EndpointJanitor("janitor", {
+        "project": settings.project, "stack": settings.stack, "group": registry.group_name, "region": region,
+        "account": account_id,
+    }, opts=pulumi.ResourceOptions(depends_on=[registry, store]))
+    before_janitor = pulumi.ResourceOptions(providers=[aws_provider], depends_on=[janitor])
+
     codepipeline = settings.orchestrator == "codepipeline"
     source = (SourceConnection("source", {"names": names, "existing_arn": settings.connection_arn}, opts=on_aws)
               if codepipeline else None)
@@ -87,7 +97,7 @@ def main() -> None:
             "champion_metric": settings.approval.champion_metric,
             "champion_min_delta": settings.approval.champion_min_delta,
             "log_retention_days": settings.log_retention_days,
-        }, opts=on_aws)
+        }, opts=before_janitor)
 
     pipeline = None
     if source is not None:
@@ -112,16 +122,9 @@ def main() -> None:
         }
         if approval is not None:
             pipeline_args["auto_approve_function_name"] = approval.function_name
-        pipeline = ModelPipeline("pipeline", pipeline_args, opts=on_aws)
+        pipeline = ModelPipeline("pipeline", pipeline_args, opts=before_janitor)
 
-    integration = _github_integration(settings, names, aws_provider, roles, store, registry, stages_json)
-
-    # Deleted before the group and the bucket (it depends on both): its delete removes the
-    # endpoints, models and packages the pipeline created outside Pulumi's state.
-    EndpointJanitor("janitor", {
-        "project": settings.project, "stack": settings.stack, "group": registry.group_name, "region": region,
-        "account": account_id,
-    }, opts=pulumi.ResourceOptions(depends_on=[registry, store]))
+    integration = _github_integration(settings, names, aws_provider, roles, store, registry, stages_json, janitor)
 
     trail = None
     if settings.audit_trail:
@@ -138,8 +141,8 @@ def main() -> None:
 
 
 def _github_integration(settings: Settings, names: StackNames, aws_provider: aws.Provider, roles: Roles,
-                        store: ArtifactStore, registry: ModelRegistry, stages_json: pulumi.Output[str]
-                        ) -> GitHubIntegration | None:
+                        store: ArtifactStore, registry: ModelRegistry, stages_json: pulumi.Output[str],
+                        janitor: EndpointJanitor) -> GitHubIntegration | None:
     """Repository settings (one owning stack per repository) and, for github-actions, the trigger."""
     if not settings.needs_github_token:
         return None
@@ -185,7 +188,8 @@ def _github_integration(settings: Settings, names: StackNames, aws_provider: aws
         args["trigger"] = trigger
     github_provider = github.Provider("github", owner=gh.owner, token=gh.token,
                                       base_url=_github_base_url(gh.api_url))
-    return GitHubIntegration("github", args, opts=pulumi.ResourceOptions(providers=[aws_provider, github_provider]))
+    return GitHubIntegration("github", args, opts=pulumi.ResourceOptions(
+        providers=[aws_provider, github_provider], depends_on=[janitor]))
 
 
 def _github_base_url(api_url: str) -> str:

@@ -142,6 +142,20 @@ def test_janitor_is_deleted_before_the_group_and_the_bucket(stack: str) -> None:
         "region": graph.config["aws:region"], "account": ACCOUNT_ID}
 
 
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_everything_that_can_start_a_deploy_is_deleted_before_the_janitor(stack: str) -> None:
+    # Children are deleted before their parent, so a component that depends on the janitor takes its
+    # pipeline, rules and Lambdas away before the janitor sweeps: no deploy can land after the sweep.
+    graph = run_program(stack)
+    janitor = graph.one("pulumi-python:dynamic:Resource", "janitor")
+    starters = [r for r in graph.resources if r.type in (
+        "sagemaker-mlops:pipeline:ModelPipeline", "sagemaker-mlops:approval:AutoApproval",
+        "sagemaker-mlops:github:GitHubIntegration")]
+    assert starters, "expected a pipeline, an approval Lambda or a GitHub trigger in the stack"
+    for component in starters:
+        assert janitor.urn in component.dependencies, component.urn
+
 # --- The janitor as `pulumi destroy` runs it ------------------------------------------------------
 @pytest.fixture
 def provider_host(aws: str) -> Iterator[provider_pb2_grpc.ResourceProviderStub]:
