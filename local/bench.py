@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -62,7 +63,8 @@ QUICK = Plan(batch_repeats={1: 20, 100: 10, 10_000: 2}, latency_requests=40, app
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sample."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    # The smallest value with at least q% of the sample at or below it: rank ceil(q/100 * n).
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
@@ -189,6 +191,13 @@ def bench_approval(evaluation: Path, plan: Plan, workdir: Path) -> dict[str, Any
     }
 
 
+def usable_cpus() -> int:
+    """What `nproc` prints: the CPUs this process may run on (a container or taskset can allow fewer)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
@@ -200,7 +209,7 @@ def machine() -> dict[str, Any]:
         pass
     # Other work on the machine moves every figure: the load average says how busy it was.
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(),
+    return {"nproc": usable_cpus(), "cpu_model": cpu, "python": platform.python_version(),
             "platform": platform.platform(), "load_average_1_5_15": load}
 
 
@@ -251,7 +260,7 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     model_dir = workdir / "source-build" / DEFAULT_MODEL_DIR
     evaluation = workdir / "source-build" / DEFAULT_OUTPUT_DIR / contracts.EVALUATION_FILE
     model = joblib.load(model_dir / contracts.MODEL_FILE)
-    workers = os.cpu_count() or 1
+    workers = usable_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         archive = build_model_archive(model_dir, Path(scratch))
         say(f"bench: serving the demo's model.tar.gz with {workers} gunicorn workers ...")

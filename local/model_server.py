@@ -49,6 +49,10 @@ DEFAULT_ACCEPT = "application/json"
 # SageMaker caps a real-time request payload at 6 MB; the same bound keeps a bad client from
 # making a worker read an unbounded body.
 MAX_BODY_BYTES = 6 * 1024 * 1024
+# /ping is answered by whichever gunicorn worker accepts it, so one loaded worker makes the server look
+# ready while another still loads: an invocation that lands on a loading worker waits this long for it
+# (below gunicorn's 60 s worker timeout) instead of failing.
+LOAD_WAIT_SECONDS = 30.0
 
 StartResponse = Callable[..., Any]
 
@@ -179,6 +183,8 @@ class ModelApp:
         return _respond(start_response, 200, "")
 
     def _invoke(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not self._ready.is_set():
+            self._ready.wait(LOAD_WAIT_SECONDS)
         handlers = self._handlers
         if handlers is None:
             reason = (f"model failed to load: {self._error}" if self._error
@@ -362,10 +368,18 @@ def wait_until_healthy(server: ModelServer, timeout: float = 60.0) -> None:
     )
 
 
+def _model_path(text: str) -> Path:
+    # Path("") is ".", which would serve the working directory: `make serve` without MODEL= passes "".
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; pass a model directory or a model.tar.gz, "
+                                         "e.g. make serve MODEL=.demo/source-build/build/model")
+    return Path(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.model_server",
                                      description="Serve a model through the SageMaker container contract.")
-    parser.add_argument("--model", required=True, type=Path, help="model directory or model.tar.gz")
+    parser.add_argument("--model", required=True, type=_model_path, help="model directory or model.tar.gz")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
     parser.add_argument("--workers", type=int, default=1)

@@ -52,10 +52,6 @@ _SNAPSHOT_IGNORE = shutil.ignore_patterns(
 )
 RUN_PHASES = ("pre_build", "build", "post_build")
 SKIPPED_PHASE = "install"
-# Fallback bars when neither config.py nor Pulumi.dev.yaml can be read (equal to config.DEFAULTS at the time
-# of writing); the run prints which source it used.
-FALLBACK_THRESHOLDS = {"accuracy": 0.8, "auc": 0.85}
-FALLBACK_CHAMPION_METRIC = "auc"
 HEARTBEAT_SECONDS = 15.0
 
 EXIT_FAILED = 1
@@ -246,13 +242,19 @@ def run_command(command: str, state: ShellState, console: Console, log: IO[str],
     console.print(f"  $ {command}")
     log.write(f"$ {command}\n")
     latest = [""]
-    process = subprocess.Popen(
-        ["bash", "-c", script], cwd=state.cwd, env=state.env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-        # Own process group: Ctrl-C reaches the runner, which stops the whole command tree in order.
-        start_new_session=True,
-    )
+    process: subprocess.Popen[str] | None = None
     try:
+        # A Ctrl-C inside Popen would leave a started command with no owner to stop it: hold it until
+        # `process` is set, then raise it here, where the except below stops the command tree.
+        with deferred_interrupts() as arrived:
+            process = subprocess.Popen(
+                ["bash", "-c", script], cwd=state.cwd, env=state.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                # Own process group: Ctrl-C reaches the runner, which stops the whole command tree in order.
+                start_new_session=True,
+            )
+        if arrived:
+            raise KeyboardInterrupt(f"signal {arrived[0]}")
         with console.progress(command.split("\n", 1)[0][:50], lambda: latest[0]):
             assert process.stdout is not None
             for line in process.stdout:
@@ -262,10 +264,11 @@ def run_command(command: str, state: ShellState, console: Console, log: IO[str],
                 console.print(f"    | {text}")
             status = process.wait()
     except BaseException:
-        _stop_process_group(process)
+        if process is not None:
+            _stop_process_group(process)
         raise
     finally:
-        if process.stdout is not None:
+        if process is not None and process.stdout is not None:
             process.stdout.close()
     if env_dump.exists():
         state.env = _read_env_dump(env_dump)
@@ -406,39 +409,33 @@ def _stack_config(path: Path) -> dict[str, str]:
 
 
 def load_profile(stack: str = PROFILE_STACK, thresholds: Mapping[str, float] | None = None) -> Profile:
-    """Approval bars and first serverless deployment stage of a stack profile, via config.py when present."""
-    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    default_stage = contracts.DeploymentStage(
-        name=stack, endpoint_name=f"{contracts.PROJECT}-{LOCAL_STACK}-{stack}", serverless=contracts.Serverless()
-    )
-    try:
-        import config  # the program's validated settings; absent in a trimmed checkout
+    """Approval bars and first serverless deployment stage of a stack profile, validated by config.py."""
+    import config  # the program's settings parser; imported here so `import local.runner` stays light
 
-        raw = _stack_config(path) if path.is_file() else {}
-        raw.setdefault("githubRepository", "example/placeholder")
-        # Only presence matters for secrets (they are never read here): a stack that needs a token
-        # must still parse without one in the embedded run.
-        try:
-            settings = config.parse_settings(raw, stack=stack, region="us-east-1",
-                                             secrets={name: "unused" for name in config.SECRET_KEYS})
-        except config.ConfigError as exc:
-            raise ValueError(f"{path.name} does not parse ({exc}); the embedded run borrows its approval bars "
-                             "and deployment stage, so fix the file (config.py names the key)") from None
-        approval = ApprovalProfile(dict(settings.approval.thresholds), settings.approval.champion_metric,
-                                   settings.approval.champion_min_delta,
-                                   f"{path.name} via config.py" if path.is_file() else "config.py defaults")
-        serverless = [s for s in settings.deployment_stages if s.serverless is not None]
-        chosen = serverless[0] if serverless else default_stage
-        stage = contracts.DeploymentStage(
-            name=chosen.name, endpoint_name=f"{contracts.PROJECT}-{LOCAL_STACK}-{chosen.name}",
-            serverless=chosen.serverless or contracts.Serverless(), data_capture=None,
-        )
-    except ImportError:
-        approval = ApprovalProfile(FALLBACK_THRESHOLDS, FALLBACK_CHAMPION_METRIC, 0.0, "built-in defaults")
-        stage = default_stage
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    raw = _stack_config(path) if path.is_file() else {}
+    raw.setdefault("githubRepository", "example/placeholder")
+    # Only presence matters for secrets (they are never read here): a stack that needs a token
+    # must still parse without one in the embedded run.
+    try:
+        settings = config.parse_settings(raw, stack=stack, region="us-east-1",
+                                         secrets={name: "unused" for name in config.SECRET_KEYS})
+    except config.ConfigError as exc:
+        raise ValueError(f"{path.name} does not parse ({exc}); the embedded run borrows its approval bars "
+                         "and deployment stage, so fix the file (config.py names the key)") from None
+    approval = ApprovalProfile(dict(settings.approval.thresholds), settings.approval.champion_metric,
+                               settings.approval.champion_min_delta,
+                               f"{path.name} via config.py" if path.is_file() else "config.py defaults")
     if thresholds is not None:
         approval = ApprovalProfile(dict(thresholds), approval.champion_metric, approval.champion_min_delta,
                                    "--thresholds")
+    serverless = [s for s in settings.deployment_stages if s.serverless is not None]
+    # The emulator plays serverless hosting only; a profile without a serverless stage lends its name.
+    chosen = serverless[0] if serverless else settings.deployment_stages[0]
+    stage = contracts.DeploymentStage(
+        name=chosen.name, endpoint_name=f"{contracts.PROJECT}-{LOCAL_STACK}-{chosen.name}",
+        serverless=chosen.serverless or contracts.Serverless(), data_capture=None,
+    )
     return Profile(approval, stage)
 
 

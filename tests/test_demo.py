@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import boto3
+import joblib
+import pandas as pd
 import pytest
 
 import contracts
@@ -24,10 +30,13 @@ from local.runner import (
     DemoOptions,
     StageFailed,
     load_buildspec,
+    load_profile,
     package_state_change_event,
     prepare_workdir,
     run_buildspec,
+    sample_rows,
 )
+from training import DEFAULT_MODEL_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,15 +69,19 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
     assert result is not None
     endpoints = boto3.client("sagemaker").list_endpoints()["Endpoints"]
     assert [(e["EndpointName"], e["EndpointStatus"]) for e in endpoints] == [
-        (name, "InService") for name in result.endpoints
+        (load_profile().stage.endpoint_name, "InService")
     ], output
+    # The deploy buildspec's smoke test reached the model through the hosting shim (moto's canned
+    # invoke_endpoint answer has no predictions and would have failed the Deploy stage).
+    assert "smoke test ok, 5 rows" in output
     assert {p.content_type for p in result.predictions} == {"text/csv", "application/json"}
+    # Valid predictions are the trained model's own: predict_proba of the rows the demo sent.
+    model = joblib.load(tmp_path / "demo" / "source-build" / DEFAULT_MODEL_DIR / contracts.MODEL_FILE)
     for prediction in result.predictions:
-        assert prediction.rows == len(prediction.probabilities) == len(prediction.labels) > 0
-        assert all(0.0 <= p <= 1.0 for p in prediction.probabilities), prediction
-    # The same rows give the same answer whichever content type carried them.
-    csv_answer, json_answer = sorted(result.predictions, key=lambda p: p.content_type != "text/csv")
-    assert csv_answer.probabilities == json_answer.probabilities
+        rows = sample_rows(prediction.rows)
+        expected = model.predict_proba(pd.DataFrame(rows))[:, 1]
+        assert prediction.probabilities == pytest.approx(list(expected), abs=1e-6), prediction.content_type
+        assert prediction.labels == tuple(int(p >= 0.5) for p in expected), prediction.content_type
     assert result.model_server_url and not _answers(f"{result.model_server_url}/ping")
 
 
@@ -82,12 +95,52 @@ def test_rejected_model_deploys_nothing_and_exits_non_zero_with_the_reason(aws: 
     assert result is not None
     sagemaker = boto3.client("sagemaker")
     assert sagemaker.list_endpoints()["Endpoints"] == []
+    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
     assert sagemaker.list_models()["Models"] == []
     package = sagemaker.describe_model_package(ModelPackageName=result.package_arn)
     assert package["ModelApprovalStatus"] == contracts.STATUS_REJECTED
     assert "auc" in package["ApprovalDescription"]
     assert f"model rejected, nothing deployed: {package['ApprovalDescription']}" in output
     assert [s.name for s in result.stages] == ["Build", "Approval"]
+
+
+def _processes_working_in(directory: Path) -> list[str]:
+    """Command lines of live processes whose working directory is inside `directory` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(proc / "cwd").resolve().is_relative_to(directory):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to inspect
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc to find leftover processes")
+def test_ctrl_c_during_the_build_stops_the_build_command_and_the_emulator(tmp_path: Path) -> None:
+    workdir = (tmp_path / "demo").resolve()
+    demo_process = subprocess.Popen(
+        [sys.executable, "-m", "local.demo", "--plain", "--workdir", str(workdir)], cwd=REPO_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert demo_process.stdout is not None
+    lines: list[str] = []
+    for line in demo_process.stdout:  # until the training command runs in the build's checkout
+        lines.append(line)
+        if line.strip() == "$ python -m training.train":
+            break
+    emulator_url = re.search(r"AWS emulator \(moto\) at (\S+):", "".join(lines))
+    assert emulator_url, "".join(lines)
+
+    demo_process.send_signal(signal.SIGINT)
+    rest, _ = demo_process.communicate(timeout=60)
+    output = "".join(lines) + rest
+
+    assert demo_process.returncode == 130, output
+    assert "INTERRUPTED Build" in output and "stopped AWS emulator" in output
+    assert not _answers(f"{emulator_url.group(1)}/moto-api")
+    assert _processes_working_in(workdir) == []
 
 
 def test_emulator_runs_in_a_child_process_that_stop_ends() -> None:

@@ -6,9 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joblib
@@ -97,7 +99,7 @@ def test_empty_body_is_400_naming_the_accepted_types(server: ModelServer) -> Non
     assert b"empty request body" in body
 
 
-def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded(
+def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early_invocation_waits(
         trained_model_dir: tuple[Path, Path], tmp_path: Path) -> None:
     # The artifact's own code/inference.py is what the container runs: this one holds model_fn
     # until the test creates a release file, so the loading window can be observed.
@@ -121,13 +123,17 @@ def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded(
             if status:
                 break
         assert status == 503
-        assert _post(server.url, sample_csv().encode(), "text/csv")[0] == 503
+        # An invocation that reaches a worker still loading waits for the model instead of failing
+        # (with several workers, /ping may have been answered by another, loaded one).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            early = pool.submit(_post, server.url, sample_csv().encode(), "text/csv")
+            time.sleep(0.3)
+            assert not early.done()
+            (model_dir / "release").touch()
+            assert early.result(timeout=30)[0] == 200
 
-        (model_dir / "release").touch()
         wait_until_healthy(server, timeout=30)
-
         assert _ping(server.url) == 200
-        assert _post(server.url, sample_csv().encode(), "text/csv")[0] == 200
 
 
 def test_a_model_that_cannot_load_fails_start_with_the_reason(tmp_path: Path) -> None:
@@ -162,3 +168,15 @@ def test_cli_rejects_a_model_path_that_is_neither_dir_nor_archive(tmp_path: Path
 
     assert done.returncode == 2
     assert "expected a model directory or a model.tar.gz" in done.stderr
+
+
+def test_cli_rejects_an_empty_model_path_instead_of_serving_the_working_directory(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from local import model_server
+
+    # `make serve` without MODEL= passes --model "", which Path() would read as ".".
+    with pytest.raises(SystemExit) as exited:
+        model_server.main(["--model", "", "--port", "0"])
+
+    assert exited.value.code == 2
+    assert "make serve MODEL=" in capsys.readouterr().err

@@ -243,10 +243,68 @@ def test_without_infra_role_config_only_the_infra_role_secret_is_missing_and_inf
     assert job["steps"].index(check) < next(
         i for i, s in enumerate(job["steps"]) if str(s.get("uses", "")).startswith(CONFIGURE_AWS)
     )
-    result = _bash(check["run"], {"INFRA_ROLE_ARN": ""})
+    result = _bash(check["run"], {"INFRA_ROLE_ARN": "", "PULUMI_ACCESS_TOKEN": "pul-test"})
     assert result.returncode == 1
     assert "set infraRoleArn in Pulumi.prod.yaml" in result.stdout
-    assert _bash(check["run"], {"INFRA_ROLE_ARN": INFRA_ROLE_ARN}).returncode == 0
+    assert _bash(check["run"], {"INFRA_ROLE_ARN": INFRA_ROLE_ARN, "PULUMI_ACCESS_TOKEN": "pul-test"}).returncode == 0
+
+
+PULUMI_ACTION = "pulumi/actions@"
+
+
+def _pulumi_jobs(workflows: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any], int]]:
+    """Jobs that run the Pulumi action, with the index of that step."""
+    for wf_name, job_name, job in _jobs(workflows):
+        for index, step in enumerate(job["steps"]):
+            if str(step.get("uses", "")).startswith(PULUMI_ACTION):
+                yield wf_name, job_name, job, index
+
+
+def test_pulumi_action_logs_in_with_the_token_secret_and_the_cli_of_the_pinned_sdk(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    pinned = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert pinned, "requirements.txt pins no pulumi version"
+    jobs = list(_pulumi_jobs(workflows))
+    assert len(jobs) == 3  # preview (a dev/prod matrix), up dev, up prod
+    for wf_name, job_name, job, index in jobs:
+        step = job["steps"][index]
+        # No cloud-url: the Pulumi Cloud backend, logged in to by PULUMI_ACCESS_TOKEN.
+        assert "cloud-url" not in step["with"], f"{wf_name}:{job_name}"
+        assert step["env"] == {"PULUMI_ACCESS_TOKEN": "${{ secrets.PULUMI_ACCESS_TOKEN }}"}, f"{wf_name}:{job_name}"
+        assert step["with"]["pulumi-version"] == pinned.group(1), f"{wf_name}:{job_name}"
+
+
+def test_pulumi_runs_after_make_install_creates_the_virtualenv_pulumi_yaml_names(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    runtime = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["runtime"]
+    virtualenv = runtime["options"]["virtualenv"]
+    make_install = subprocess.run([shutil.which("make") or "make", "-n", "-B", "-C", str(ROOT), "install"],
+                                  capture_output=True, text=True, timeout=30, check=True).stdout
+    assert f"-m venv {virtualenv}" in make_install and "requirements" in make_install
+    for wf_name, job_name, job, index in _pulumi_jobs(workflows):
+        installs = [i for i, s in enumerate(job["steps"]) if s.get("run") == "make install"]
+        assert installs and installs[0] < index, f"{wf_name}:{job_name}: pulumi runs without {virtualenv}"
+
+
+def test_a_missing_pulumi_token_stops_the_first_pulumi_job_of_each_workflow_with_the_config_key(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    pulumi_jobs = {(wf_name, job_name) for wf_name, job_name, _, _ in _pulumi_jobs(workflows)}
+    checked = set()
+    for wf_name, job_name, job, index in _pulumi_jobs(workflows):
+        if (wf_name, job.get("needs")) in pulumi_jobs:
+            continue  # runs only after a Pulumi job of its workflow, which checked
+        checked.add((wf_name, job_name))
+        check = _step(job, lambda s: "PULUMI_ACCESS_TOKEN" in s.get("env", {}) and "run" in s)
+        assert job["steps"].index(check) < index, f"{wf_name}:{job_name}"
+        present = {name: "set" for name in check["env"]}
+        missing = _bash(check["run"], {**present, "PULUMI_ACCESS_TOKEN": ""})
+        assert missing.returncode == 1, f"{wf_name}:{job_name}"
+        assert "pulumi config set --secret pulumiAccessToken" in missing.stdout, f"{wf_name}:{job_name}"
+        assert _bash(check["run"], present).returncode == 0, f"{wf_name}:{job_name}"
+    assert checked == {("infra-preview.yml", "preview"), ("infra-deploy.yml", "dev")}
 
 
 def test_model_deploy_jobs_are_the_prod_stack_deployment_stages_with_the_gate_on_production(
