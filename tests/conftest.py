@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -52,3 +53,19 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     root = tmp_path_factory.mktemp("trained")
     result = train(None, root / "model", root / "output")
     return result.model_path.parent, result.evaluation_path.parent
+
+
+def parse_source(source: str, **kwargs: object) -> ast.Module:
+    """ast.parse, retried on CPython 3.11.7's spurious "AST constructor recursion depth mismatch".
+
+    That SystemError comes from AST state shared between threads (fixed in 3.11.8): it strikes when a
+    background thread of the test process (an emulator or server thread formatting a traceback, which
+    3.11 does with ast) builds an AST at the same moment. The source itself is fine, so a retry is right.
+    """
+    for _ in range(4):
+        try:
+            return ast.parse(source, **kwargs)  # type: ignore[arg-type]
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(source, **kwargs)  # type: ignore[arg-type]

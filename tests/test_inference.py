@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import parse_source
 
 import contracts
 from training.register import INFERENCE_SOURCE, build_model_archive
@@ -56,7 +57,7 @@ def _csv_probabilities(body: str) -> list[float]:
 
 
 def test_inference_imports_only_what_the_scikit_learn_image_has() -> None:
-    tree = ast.parse(INFERENCE_SOURCE.read_text())
+    tree = parse_source(INFERENCE_SOURCE.read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

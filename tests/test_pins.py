@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 from importlib.metadata import version
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import parse_source
 
 import contracts
 
@@ -78,7 +78,7 @@ def test_inference_code_parses_on_the_image_python() -> None:
     # The image runs Python 3.10; syntax from a newer Python would fail there at model load.
     major, minor = (int(p) for p in contracts.SKLEARN_IMAGE["python"].split("."))
     source = (ROOT / "training" / contracts.INFERENCE_SCRIPT).read_text()
-    ast.parse(source, feature_version=(major, minor))
+    parse_source(source, feature_version=(major, minor))
 
 
 @pytest.mark.parametrize("buildspec", [contracts.TRAIN_BUILDSPEC, contracts.DEPLOY_BUILDSPEC])
