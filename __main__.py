@@ -171,6 +171,7 @@ def _github_integration(settings: Settings, names: StackNames, aws_provider: aws
         "variables": variables,
         "secrets": secrets,
         "production_reviewers": list(gh.production_reviewers),
+        "deploy_branch": gh.branch,
         "manage_repository_settings": gh.manage_settings,
         # A force-destroy stack deletes the token at once, so re-creating the stack can reuse the name.
         "secret_recovery_window_days": 0 if settings.force_destroy else 7,

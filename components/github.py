@@ -121,6 +121,8 @@ class GitHubIntegrationArgs(TypedDict):
     """Repository Actions secrets, names from contracts.GITHUB_SECRETS (only those available)."""
     production_reviewers: Sequence[str]
     """GitHub usernames required to approve production deploys (1 to 6)."""
+    deploy_branch: str
+    """The one branch allowed to deploy to the production environment (the stack's githubBranch)."""
     manage_repository_settings: bool
     """Repository variables/secrets are repository-wide: exactly one stack per repository owns them."""
     trigger: NotRequired[TriggerArgs]
@@ -162,7 +164,7 @@ def validate_args(args: GitHubIntegrationArgs) -> None:
         if not reviewers:
             raise ValueError(
                 "the production environment needs at least one reviewer: set productionReviewers to GitHub "
-                "usernames (without reviewers any protected branch could deploy to production)"
+                "usernames (without reviewers every push to the deploy branch would reach production unreviewed)"
             )
         if len(reviewers) > MAX_ENVIRONMENT_REVIEWERS:
             raise ValueError(
@@ -174,6 +176,12 @@ def validate_args(args: GitHubIntegrationArgs) -> None:
             raise ValueError(f"productionReviewers {bad} are not GitHub usernames (no '@', letters, digits, '-')")
         if len(set(reviewers)) != len(reviewers):
             raise ValueError(f"productionReviewers has duplicates: {reviewers}")
+        branch = args["deploy_branch"]
+        if not branch or any(c in branch for c in "*?[]"):
+            raise ValueError(
+                f"deploy_branch {branch!r} must be one branch name (set githubBranch, e.g. 'main'): the production "
+                "environment admits exactly that branch"
+            )
     window = args.get("secret_recovery_window_days", 7)
     if window != 0 and not 7 <= window <= 30:
         raise ValueError(
@@ -318,19 +326,27 @@ class GitHubIntegration(pulumi.ComponentResource):
             github.get_user_output(username=username, opts=invoke_opts).id.apply(int)
             for username in args["production_reviewers"]
         ]
-        github.RepositoryEnvironment(
+        environment = github.RepositoryEnvironment(
             f"{name}-production",
             repository=repo_name,
             environment=contracts.PRODUCTION_ENVIRONMENT,
             reviewers=[github.RepositoryEnvironmentReviewerArgs(users=reviewer_ids)],
-            # Only protected branches (main) can deploy: a feature branch cannot reach the deploy role,
-            # which trusts this environment.
+            # Only the deploy branch may deploy: a feature branch cannot reach the deploy role, which
+            # trusts this environment. Not "protected branches only": GitHub lets every branch deploy
+            # under that policy while the repository has no branch protection rule.
             deployment_branch_policy=github.RepositoryEnvironmentDeploymentBranchPolicyArgs(
-                protected_branches=True, custom_branch_policies=False
+                protected_branches=False, custom_branch_policies=True
             ),
             prevent_self_review=args.get("prevent_self_review", True),
             # Admins go through the same gate: every production change is authorised by a reviewer.
             can_admins_bypass=False,
+            opts=child,
+        )
+        github.RepositoryEnvironmentDeploymentPolicy(
+            f"{name}-production-branch",
+            repository=repo_name,
+            environment=environment.environment,
+            branch_pattern=args["deploy_branch"],
             opts=child,
         )
         self.environment_name = contracts.PRODUCTION_ENVIRONMENT

@@ -178,6 +178,7 @@ def base_args(**overrides: Any) -> gh.GitHubIntegrationArgs:
         "variables": dict(VARIABLES),
         "secrets": dict(SECRET_VALUES),
         "production_reviewers": list(USER_IDS),
+        "deploy_branch": "main",
         "manage_repository_settings": True,
         "trigger": {"role_arn": ROLE_ARN, "group_name": GROUP, "deploy_ref": "main", "log_retention_days": 90},
     }
@@ -288,9 +289,15 @@ def test_production_environment_cannot_be_self_approved_or_bypassed_by_admins(fu
     assert env["canAdminsBypass"] is False
 
 
-def test_production_environment_deploys_only_from_protected_branches(full: Graph) -> None:
-    env = full.one("github:index/repositoryEnvironment:RepositoryEnvironment").inputs
-    assert env["deploymentBranchPolicy"] == {"protectedBranches": True, "customBranchPolicies": False}
+def test_production_environment_deploys_only_from_the_deploy_branch(full: Graph) -> None:
+    # "Protected branches only" would admit every branch of a repository without branch protection rules.
+    environment = full.one("github:index/repositoryEnvironment:RepositoryEnvironment")
+    assert environment.inputs["deploymentBranchPolicy"] == {"protectedBranches": False, "customBranchPolicies": True}
+    policy = full.one("github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironmentDeploymentPolicy")
+    assert policy.inputs == {"repository": "churn-model", "environment": contracts.PRODUCTION_ENVIRONMENT,
+                             "branchPattern": "main"}
+    # Created after the environment it restricts.
+    assert environment.urn in policy.dependencies
 
 
 def test_nothing_repository_level_when_settings_are_not_managed(unmanaged: Graph) -> None:
@@ -494,6 +501,7 @@ BAD_INPUTS = {
     "seven-reviewers": ({"production_reviewers": [f"user{i}" for i in range(7)]}, "at most 6"),
     "email-as-reviewer": ({"production_reviewers": ["alice@example.com"]}, "not GitHub usernames"),
     "duplicate-reviewers": ({"production_reviewers": ["alice", "alice"]}, "duplicates"),
+    "wildcard-deploy-branch": ({"deploy_branch": "release/*"}, "must be one branch name.*githubBranch"),
     "recovery-window-3": ({"secret_recovery_window_days": 3}, "0 .*or 7..30"),
     "log-retention-10": (
         {"trigger": {"role_arn": ROLE_ARN, "group_name": GROUP, "log_retention_days": 10}},
@@ -654,7 +662,11 @@ def test_program_production_environment_gates_on_the_configured_reviewers(prod_p
     asked = [i["args"]["username"] for i in prod_program.invokes if i["token"] == "github:index/getUser:getUser"]
     assert sorted(asked) == sorted(reviewers)
     assert len(env["reviewers"][0]["users"]) == len(reviewers)
-    assert env["deploymentBranchPolicy"] == {"protectedBranches": True, "customBranchPolicies": False}
+    assert env["deploymentBranchPolicy"] == {"protectedBranches": False, "customBranchPolicies": True}
+    [policy] = prod_program.of_type(
+        "github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironmentDeploymentPolicy")
+    assert policy.inputs["environment"] == contracts.PRODUCTION_ENVIRONMENT
+    assert policy.inputs["branchPattern"] == prod_program.config[f"{contracts.PROJECT}:githubBranch"]
 
 
 def test_dev_program_has_no_repository_settings_and_no_trigger(dev_program: ProgramGraph) -> None:

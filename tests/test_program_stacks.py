@@ -121,6 +121,14 @@ def test_bucket_is_versioned_encrypted_and_expires_old_versions(dev: ProgramGrap
     assert lifecycle["noncurrentVersionExpiration"]["noncurrentDays"] > 0
 
 
+def test_old_versions_expire_only_once_versioning_is_on(dev: ProgramGraph) -> None:
+    lifecycle = _bucket_settings(dev, "bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    versioning = _bucket_settings(dev, "bucketVersioning:BucketVersioning")
+    assert versioning.urn in lifecycle.dependencies
+    # An empty filter: the rule covers every object (pulumi-aws 7 warns when neither filter nor prefix is set).
+    assert lifecycle.inputs["rules"][0]["filter"] == {}
+
+
 def test_bucket_policy_denies_requests_without_tls(dev: ProgramGraph) -> None:
     policy = json.loads(_bucket_settings(dev, "bucketPolicy:BucketPolicy").inputs["policy"])
     bucket_arn = f"arn:aws:s3:::{dev.outputs['artifactBucket']}"
@@ -334,6 +342,27 @@ def test_auto_approved_deploys_record_nothing_and_name_their_stage(dev: ProgramG
         {"name": contracts.ENV_DEPLOY_STAGE, "value": "dev", "type": "PLAINTEXT"}]
 
 
+@pytest.mark.parametrize("approval", [
+    "manual",
+    pytest.param("auto", marks=pytest.mark.xfail(strict=True, reason=(
+        "components/roles.py pipeline_policy grants sns:Publish only for approvalMode manual, but an auto "
+        "stack's gate before production notifies the topic too"))),
+])
+def test_pipeline_role_may_publish_to_every_topic_its_manual_approvals_notify(approval: str) -> None:
+    # CodePipeline publishes a manual approval's notice with the pipeline's service role.
+    graph = _combination("codepipeline", approval)
+    topics = {a["configuration"]["NotificationArn"] for s in _stages(graph) for a in s["actions"]
+              if a["provider"] == "Manual"}
+    assert topics, "prod gates production with a manual approval"
+    role_arn = graph.one(PIPELINE).inputs["roleArn"]
+    [role] = [r for r in graph.of_type("aws:iam/role:Role") if role_arn.endswith(f"/{r.inputs['name']}")]
+    statements = [s for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if role.urn in p.dependencies
+                  for s in json.loads(p.inputs["policy"])["Statement"]]
+    publishable = {r for s in statements if s["Effect"] == "Allow" and "sns:Publish" in s["Action"]
+                   for r in s["Resource"]}
+    assert topics <= publishable
+
+
 def test_sns_topic_for_approvals_is_encrypted(prod_on_codepipeline: ProgramGraph) -> None:
     assert prod_on_codepipeline.one("aws:sns/topic:Topic").inputs["kmsMasterKeyId"] == "alias/aws/sns"
 
@@ -368,6 +397,23 @@ def test_production_rollout_rolls_back_on_alarms_the_program_creates(prod: Progr
     for alarm in alarms.values():
         assert alarm["namespace"] == "AWS/SageMaker"
         assert alarm["dimensions"]["EndpointName"] == production.endpoint_name
+
+
+def test_rollback_alarms_watch_the_stage_variant_with_latency_in_microseconds(prod: ProgramGraph) -> None:
+    alarms = {a.inputs["metricName"]: a.inputs for a in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == {"Invocation5XXErrors", "ModelLatency"}
+    for alarm in alarms.values():
+        # SageMaker publishes per-variant endpoint metrics with exactly these two dimensions.
+        assert alarm["dimensions"] == {"EndpointName": "sagemaker-mlops-prod-production",
+                                       "VariantName": contracts.VARIANT_NAME}
+        # A canary bake without traffic is no evidence of failure.
+        assert alarm["treatMissingData"] == "notBreaching"
+    latency_ms = int(prod.config["sagemaker-mlops:rollbackAlarmLatencyMs"])
+    assert alarms["ModelLatency"]["threshold"] == latency_ms * 1000  # ModelLatency is in microseconds
+    assert alarms["ModelLatency"]["extendedStatistic"] == "p99"
+    errors = alarms["Invocation5XXErrors"]
+    assert (errors["statistic"], errors["threshold"], errors["comparisonOperator"]) == (
+        "Sum", 0, "GreaterThanThreshold")
 
 
 def test_data_capture_goes_to_the_artifact_bucket(prod: ProgramGraph) -> None:
