@@ -15,7 +15,7 @@ from components.audit import AuditTrail
 from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs
 from components.janitor import EndpointJanitor
 from components.naming import StackNames, partition_of
-from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection
+from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection, notifies_approvers
 from components.registry import ModelRegistry
 from components.roles import Roles, RolesArgs
 from components.storage import ArtifactStore
@@ -74,6 +74,8 @@ def main() -> None:
     }
     if source is not None:
         roles_args["connection_arn"] = source.arn
+        roles_args["pipeline_notifies_approvers"] = notifies_approvers(settings.deployment_stages,
+                                                                       settings.approval.mode)
     roles = Roles("roles", roles_args, opts=on_aws)
 
     alarm_names: dict[str, tuple[str, ...]] = {}

@@ -64,6 +64,11 @@ def deploy_stage_plan(stages: Sequence[contracts.DeploymentStage], approval_mode
     return plan
 
 
+def notifies_approvers(stages: Sequence[contracts.DeploymentStage], approval_mode: str) -> bool:
+    """Whether the pipeline has a manual approval action, and so an SNS topic its role publishes to."""
+    return approval_mode == "manual" or any(kind == "gate" for kind, _ in deploy_stage_plan(stages, approval_mode))
+
+
 class SourceConnectionArgs(TypedDict):
     names: StackNames
     existing_arn: str | None
@@ -133,7 +138,7 @@ class ModelPipeline(pulumi.ComponentResource):
         plan = deploy_stage_plan(args["deployment_stages"], args["approval_mode"])
 
         topic: aws.sns.Topic | None = None
-        if args["approval_mode"] == "manual" or any(kind == "gate" for kind, _ in plan):
+        if notifies_approvers(args["deployment_stages"], args["approval_mode"]):
             topic = aws.sns.Topic(
                 f"{name}-approvals",
                 name=names.approval_topic,

@@ -213,7 +213,7 @@ def deploy_build_policy(scope: Scope, execution_role_arn: str) -> Policy:
     )
 
 
-def pipeline_policy(scope: Scope, connection_arn: str, approval_mode: str) -> Policy:
+def pipeline_policy(scope: Scope, connection_arn: str, approval_mode: str, notify_approvers: bool) -> Policy:
     arns, names = scope.arns, scope.names
     statements = [
         *_read_bucket(scope),
@@ -227,7 +227,9 @@ def pipeline_policy(scope: Scope, connection_arn: str, approval_mode: str) -> Po
     if approval_mode == "auto":
         statements.append(_statement("InvokeAutoApproval", ["lambda:InvokeFunction"],
                                      [arns.function(names.auto_approve_function)]))
-    else:
+    if notify_approvers:
+        # CodePipeline publishes a manual approval's notice with this role: the Approval stage in manual
+        # mode, and the gate before a stage that requires approval in either mode.
         statements.append(_statement("NotifyApprovers", ["sns:Publish"], [arns.topic(names.approval_topic)]))
     return _policy(*statements)
 
@@ -291,6 +293,8 @@ class RolesArgs(TypedDict):
     """Existing GitHub OIDC provider (one per account); None creates it."""
     connection_arn: NotRequired[pulumi.Input[str]]
     """Orchestrator codepipeline: the CodeConnection the pipeline's source action uses."""
+    pipeline_notifies_approvers: NotRequired[bool]
+    """Orchestrator codepipeline: the pipeline has a manual approval (components.pipeline.notifies_approvers)."""
 
 
 class Roles(pulumi.ComponentResource):
@@ -355,7 +359,9 @@ class Roles(pulumi.ComponentResource):
                 raise ValueError("Roles: orchestrator codepipeline needs connection_arn (the pipeline's source)")
             self.codepipeline_role_arn = self._principal(
                 "codepipeline", service_trust_policy("codepipeline.amazonaws.com"), "CodePipeline of the stack",
-                lambda scope, _exec, arn: pipeline_policy(scope, arn, args["approval_mode"]), extra=connection_arn)
+                lambda scope, _exec, arn: pipeline_policy(
+                    scope, arn, args["approval_mode"], args.get("pipeline_notifies_approvers", False)),
+                extra=connection_arn)
             self.train_build_role_arn = self._principal(
                 "codebuild-train", service_trust_policy("codebuild.amazonaws.com"), "CodeBuild project train",
                 lambda scope, _exec: train_build_policy(scope))

@@ -342,12 +342,7 @@ def test_auto_approved_deploys_record_nothing_and_name_their_stage(dev: ProgramG
         {"name": contracts.ENV_DEPLOY_STAGE, "value": "dev", "type": "PLAINTEXT"}]
 
 
-@pytest.mark.parametrize("approval", [
-    "manual",
-    pytest.param("auto", marks=pytest.mark.xfail(strict=True, reason=(
-        "components/roles.py pipeline_policy grants sns:Publish only for approvalMode manual, but an auto "
-        "stack's gate before production notifies the topic too"))),
-])
+@pytest.mark.parametrize("approval", ["manual", "auto"])
 def test_pipeline_role_may_publish_to_every_topic_its_manual_approvals_notify(approval: str) -> None:
     # CodePipeline publishes a manual approval's notice with the pipeline's service role.
     graph = _combination("codepipeline", approval)
@@ -361,6 +356,17 @@ def test_pipeline_role_may_publish_to_every_topic_its_manual_approvals_notify(ap
     publishable = {r for s in statements if s["Effect"] == "Allow" and "sns:Publish" in s["Action"]
                    for r in s["Resource"]}
     assert topics <= publishable
+
+
+def test_pipeline_without_manual_approvals_has_no_topic_and_may_not_publish(dev: ProgramGraph) -> None:
+    # dev: auto approval and no gated stage, so nothing to notify and no sns:Publish to hold.
+    assert dev.of_type("aws:sns/topic:Topic") == []
+    role_arn = dev.one(PIPELINE).inputs["roleArn"]
+    [role] = [r for r in dev.of_type("aws:iam/role:Role") if role_arn.endswith(f"/{r.inputs['name']}")]
+    actions = {a for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if role.urn in p.dependencies
+               for st in json.loads(p.inputs["policy"])["Statement"] for a in st["Action"]}
+    assert "lambda:InvokeFunction" in actions
+    assert not any(a.startswith("sns:") for a in actions)
 
 
 def test_sns_topic_for_approvals_is_encrypted(prod_on_codepipeline: ProgramGraph) -> None:
