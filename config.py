@@ -426,8 +426,8 @@ def _check_cross_key_rules(settings: Settings) -> None:
         why = ("orchestrator github-actions dispatches the deploy workflow with it"
                if settings.orchestrator == "github-actions" else "manageGithubSettings writes repository settings")
         raise _fail("githubToken", f"is not set ({why})",
-                    "`pulumi config set --secret githubToken <token>` (fine-grained: actions, environments, "
-                    "secrets, variables: read/write on the repository)")
+                    "`pulumi config set --secret githubToken <token>` (fine-grained, on the repository: "
+                    "administration, actions, environments, secrets, variables: read/write)")
     if settings.orchestrator == "github-actions" and settings.has_production_gate and not github.production_reviewers:
         raise _fail("productionReviewers", "is empty but a deployment stage requires approval",
                     "list who approves production: `pulumi config set --path 'productionReviewers[0]' octocat`")

@@ -254,7 +254,8 @@ class GitHubIntegration(pulumi.ComponentResource):
         secret = aws.secretsmanager.Secret(
             f"{name}-token",
             name=names.github_token_secret,
-            description=f"GitHub token the {names.stack} stack's trigger Lambda dispatches workflows with",
+            description=(f"GitHub token the {names.stack} stack's trigger Lambda dispatches workflows with"
+                         if "trigger" in args else f"GitHub token of the {names.stack} stack"),
             recovery_window_in_days=args.get("secret_recovery_window_days", 7),
             kms_key_id=args.get("secret_kms_key_id"),
             tags=tags or None,

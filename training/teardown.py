@@ -278,7 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.stack or not args.group:
         parser.error("--stack and --group are required (or set MLOPS_STACK and MODEL_PACKAGE_GROUP_NAME)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Only teardown's own lines: botocore's INFO chatter (credential lookup, endpoints) is noise here.
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         report = teardown(args.project, args.stack, args.group, clients=Clients.for_region(args.region),
                           account=args.account, dry_run=args.dry_run)
