@@ -306,6 +306,16 @@ def parse_model_quality(document: Any) -> dict[str, float]:
     return values
 
 
+def _read_object(s3: Any, location: S3Location) -> bytes | None:
+    """The object's bytes, or None when it does not exist; any other S3 error raises (retries, DLQ)."""
+    try:
+        return s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "NoSuchBucket", "404"):
+            return None
+        raise
+
+
 def _split_s3_uri(uri: str) -> S3Location:
     match = re.match(r"^s3://([^/]+)/(.+)$", uri)
     if not match:
@@ -324,14 +334,9 @@ def read_package_metrics(package: Mapping[str, Any], s3: Any) -> dict[str, float
     uri = statistics.get("S3Uri")
     if not isinstance(uri, str) or not uri:
         raise MetricsUnavailable("package has no ModelMetrics.ModelQuality.Statistics.S3Uri")
-    location = _split_s3_uri(uri)
-    try:
-        body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "NoSuchBucket", "404"):
-            raise MetricsUnavailable(f"metrics file {uri} does not exist ({code})") from None
-        raise
+    body = _read_object(s3, _split_s3_uri(uri))
+    if body is None:
+        raise MetricsUnavailable(f"metrics file {uri} does not exist")
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -489,13 +494,9 @@ def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
     """The package ARN from the first input artifact whose zip holds model_package_arn.txt."""
     s3 = clients.artifact_s3(job.credentials)
     for location in job.artifacts:
-        try:
-            body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "NoSuchBucket", "404"):
-                raise ArtifactError(f"input artifact s3://{location.bucket}/{location.key} does not exist") from None
-            raise
+        body = _read_object(s3, location)
+        if body is None:
+            raise ArtifactError(f"input artifact s3://{location.bucket}/{location.key} does not exist")
         try:
             with zipfile.ZipFile(io.BytesIO(body)) as archive:
                 names = {name.removeprefix("./"): name for name in archive.namelist()}

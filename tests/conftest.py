@@ -62,10 +62,11 @@ def parse_source(source: str, **kwargs: object) -> ast.Module:
     background thread of the test process (an emulator or server thread formatting a traceback, which
     3.11 does with ast) builds an AST at the same moment. The source itself is fine, so a retry is right.
     """
-    for _ in range(4):
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         try:
             return ast.parse(source, **kwargs)  # type: ignore[arg-type]
         except SystemError as exc:
-            if "recursion depth mismatch" not in str(exc):
+            if "recursion depth mismatch" not in str(exc) or attempt == attempts:
                 raise
-    return ast.parse(source, **kwargs)  # type: ignore[arg-type]
+    raise AssertionError("unreachable")
