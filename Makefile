@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The scikit-learn image's Python and packages (Python 3.10, sagemaker-training, sagemaker-containers):
+# what runs the training step in the embedded run and serves the contract tests (local/image_env.py).
+IMAGE_STAMP := .venv-image/.installed.json
 
-.PHONY: install test lint typecheck pytest workflows-lint demo serve bench clean
+.PHONY: install image-env test lint typecheck pytest workflows-lint demo serve bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(IMAGE_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +17,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-test: $(STAMP) workflows-lint
+image-env: $(IMAGE_STAMP)
+
+$(IMAGE_STAMP): $(STAMP) local/image-requirements.txt local/image-constraints.txt
+	$(PY) -m local.image_env
+
+test: $(STAMP) $(IMAGE_STAMP) workflows-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright
 	$(PY) -m pytest
@@ -34,7 +42,7 @@ workflows-lint: $(STAMP)
 	$(VENV)/bin/actionlint
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
-demo: $(STAMP)
+demo: $(STAMP) $(IMAGE_STAMP)
 	$(PY) -m local.demo
 
 # make serve MODEL=path/to/model-dir-or-model.tar.gz [PORT=8080]
@@ -45,4 +53,4 @@ bench: $(STAMP)
 	$(PY) -m local.bench --output bench-results.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .demo bench-results.json
+	rm -rf $(VENV) .venv-image .pytest_cache .ruff_cache .demo bench-results.json

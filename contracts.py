@@ -46,6 +46,12 @@ ENV_PIPELINE_EXECUTION_ID = "PIPELINE_EXECUTION_ID"
 # Not in the contract table but read by register/deploy/teardown for tags and metadata.
 ENV_MLOPS_PROJECT = "MLOPS_PROJECT"
 ENV_MLOPS_STACK = "MLOPS_STACK"
+# The model build (training.model_build, run by CodeBuild `train` and model-build.yml): where the team's
+# data lives, where the model is built (`pipeline`: the stack's SageMaker pipeline; `build`: inline in
+# the build box), and the SageMaker pipeline to start (set exactly when the compute is `pipeline`).
+ENV_TRAINING_DATA_URI = "TRAINING_DATA_URI"
+ENV_MODEL_BUILD_COMPUTE = "MODEL_BUILD_COMPUTE"
+ENV_MODEL_BUILD_PIPELINE = "MODEL_BUILD_PIPELINE_NAME"
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 
@@ -100,6 +106,78 @@ CONTAINER_ENVIRONMENT = {
 }
 CONTENT_TYPES = ("text/csv", "application/json")
 TARGET_COLUMN = "churn"
+
+# --- The data contract: the churn table, declared once -----------------------------------------
+# Prepare, training, evaluation and the sample data read columns by these declarations; no type is
+# ever inferred from the data. The fitted model carries the split into numeric and categorical columns
+# (its ColumnTransformer), which is how code/inference.py, which cannot import this module inside the
+# serving image, converts request values the way the model was trained.
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    name: str
+    kind: str
+    """NUMERIC (a number; empty cells are imputed) or CATEGORICAL (text; empty cells are imputed)."""
+    description: str
+
+
+CHURN_FEATURES: tuple[FeatureColumn, ...] = (
+    FeatureColumn("tenure_months", NUMERIC, "months the customer has stayed"),
+    FeatureColumn("monthly_charges", NUMERIC, "current monthly bill"),
+    FeatureColumn("total_charges", NUMERIC, "billed since the start"),
+    FeatureColumn("contract_type", CATEGORICAL, "month-to-month, one-year, two-year"),
+    FeatureColumn("payment_method", CATEGORICAL, "electronic_check, mailed_check, bank_transfer, credit_card"),
+    FeatureColumn("internet_service", CATEGORICAL, "fiber_optic, dsl, none"),
+    FeatureColumn("support_calls", NUMERIC, "support calls in the last quarter"),
+    FeatureColumn("paperless_billing", NUMERIC, "1 if billed paperless, else 0"),
+    FeatureColumn("senior_citizen", NUMERIC, "1 if a senior citizen, else 0"),
+    FeatureColumn("has_partner", NUMERIC, "1 if the customer has a partner, else 0"),
+)
+TARGET_VALUES = (0, 1)
+
+
+def feature_names(kind: str | None = None) -> tuple[str, ...]:
+    """Declared feature names in table order, optionally only those of one kind."""
+    return tuple(c.name for c in CHURN_FEATURES if kind is None or c.kind == kind)
+
+
+# --- The model-build pipeline (SageMaker Pipelines) ------------------------------------------------
+# Step names of the definition (training.pipeline_definition); the build prints them, the local
+# executor runs them, the policy pack reads the Register step.
+STEP_PREPARE = "Prepare"
+STEP_TRAIN = "Train"
+STEP_EVALUATE = "Evaluate"
+STEP_QUALITY_GATE = "QualityGate"
+STEP_REGISTER = "Register"
+STEP_FAIL = "Fail"
+EVALUATION_PROPERTY_FILE = "EvaluationReport"
+SOURCE_ARCHIVE = "sourcedir.tar.gz"
+# Exit codes of training.model_build (and of the scripts it runs), which the embedded run passes on.
+EXIT_QUALITY_GATE = 3
+EXIT_DATA_REJECTED = 4
+
+
+def model_build_pipeline_name(project: str, stack: str) -> str:
+    return f"{project}-{stack}-model-build"
+
+
+# Keys under the artifact bucket, all below the stack's own prefix (the roles are scoped to these).
+def training_data_prefix(stack: str) -> str:
+    """Default `trainingData` prefix, which `sampleData` seeds with the synthetic table."""
+    return f"{stack}/training-data/"
+
+
+def source_code_prefix(stack: str) -> str:
+    """`<prefix><commit>/sourcedir.tar.gz`: the training code of one commit, uploaded by the build."""
+    return f"{stack}/code/"
+
+
+def pipeline_runs_prefix(stack: str) -> str:
+    """`<prefix><execution id>/<step>/<output>`: what the pipeline's jobs write."""
+    return f"{stack}/pipeline-runs/"
 
 # --- The inference image --------------------------------------------------------------------
 # Training pins the library versions of the image registration names; tests/test_pins.py checks
@@ -238,6 +316,25 @@ class Rollout:
 class DataCapture:
     sampling_percent: int = 20
     destination_s3_uri: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Where and on what the model is built (config key `training`)."""
+
+    compute: str = "pipeline"
+    """`pipeline`: the stack's SageMaker pipeline on managed instances; `build`: inline in the build box."""
+    instance_type: str = "ml.m5.xlarge"
+    """Instance type of the Prepare, Train and Evaluate jobs."""
+    processing_instance_count: int = 1
+    volume_size_gb: int = 30
+    max_runtime_seconds: int = 3600
+    use_spot: bool = False
+    """Managed spot training for the Train step (needs max_wait_seconds >= max_runtime_seconds)."""
+    max_wait_seconds: int | None = None
+
+
+COMPUTE_CHOICES = ("pipeline", "build")
 
 
 @dataclass(frozen=True)
