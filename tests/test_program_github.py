@@ -544,7 +544,8 @@ def test_trigger_function_policy_grants_only_the_handlers_calls_on_named_resourc
     assert granted == {
         ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
                                           f"sagemaker-mlops/{STACK}/github-token-??????"),
-        ("sagemaker:DescribeModelPackage", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{NAMES.group.lower()}/*"),
+        ("sagemaker:DescribeModelPackage",
+         f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{NAMES.group.lower()}/*"),
         ("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
         ("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
         ("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{NAMES.github_trigger_dlq}"),
