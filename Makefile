@@ -53,4 +53,4 @@ bench: $(STAMP)
 	$(PY) -m local.bench --output bench-results.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .demo bench-results.json
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .demo bench-results.json
