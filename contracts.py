@@ -245,18 +245,62 @@ def github_trigger_pattern(group_name: str) -> dict[str, Any]:
     return model_package_state_pattern(group_name, STATUS_APPROVED)
 
 
-def matches_pattern(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
-    """EventBridge matching for the subset our patterns use: nested objects and value lists."""
+def _same_json_value(expected: Any, actual: Any) -> bool:
+    # JSON types as EventBridge compares them: "1" is not 1, and true is not 1 (Python's True == 1 is).
+    return type(expected) is type(actual) and expected == actual
+
+
+def _value_matches(expected: list[Any], actual: Any) -> bool:
+    if isinstance(actual, list):
+        # EventBridge: an array in the event matches when it shares a value with the pattern's list.
+        return any(_value_matches(expected, item) for item in actual if not isinstance(item, list | dict))
+    return any(_same_json_value(value, actual) for value in expected)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def pattern_mismatch(pattern: dict[str, Any], event: Any, where: str = "") -> str | None:
+    """Why EventBridge would not deliver `event` to a rule with `pattern`; None when it would.
+
+    EventBridge's matching for the subset our patterns use (nested objects, lists of exact values): every
+    pattern field must be present; a value matches when it equals one of the pattern's values exactly
+    (case, whitespace and JSON type included; nothing is trimmed); an array in the event matches when any
+    of its elements does. Stricter than EventBridge in one corner our events never reach: an array of
+    objects where the pattern expects an object does not match.
+    """
+    if not isinstance(event, dict):
+        return f"{where or 'event'} is not an object"
     for key, expected in pattern.items():
+        path = f"{where}.{key}" if where else key
         if key not in event:
-            return False
+            return f"{path} is missing"
         actual = event[key]
         if isinstance(expected, dict):
-            if not isinstance(actual, dict) or not matches_pattern(expected, actual):
-                return False
-        elif actual not in expected:
-            return False
-    return True
+            problem = pattern_mismatch(expected, actual, path)
+            if problem is not None:
+                return problem
+        elif not _value_matches(expected, actual):
+            return f"{path} is {_shown(actual)}, the rule matches only {expected!r}"
+    return None
+
+
+def package_arn_in_group(arn: str, group_name: str) -> bool:
+    """Whether a versioned package ARN (.../model-package/<group>/<version>) names `group_name`.
+
+    SageMaker writes names lowercased in ARNs, and the handlers' roles may read only packages under
+    this stack's group (components.naming.Arns.model_packages), so the ARN tells before any call.
+    """
+    resource = arn.split(":", 5)[-1]
+    parts = resource.split("/")
+    return len(parts) == 3 and parts[0] == "model-package" and parts[1].lower() == group_name.lower()
+
+
+def matches_pattern(pattern: dict[str, Any], event: Any) -> bool:
+    """Whether EventBridge would deliver `event` to a rule with `pattern` (see pattern_mismatch)."""
+    return pattern_mismatch(pattern, event) is None
 
 
 # --- GitHub ---------------------------------------------------------------------------------

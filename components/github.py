@@ -41,11 +41,13 @@ _USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 
 # --- Policy helper (plain data, so tests and Roles read it) -------------------------------------
 def trigger_function_policy(
-    *, token_secret_arn: str, log_group_arn: str, dead_letter_queue_arn: str
+    *, token_secret_arn: str, model_packages_arn: str, log_group_arn: str, dead_letter_queue_arn: str
 ) -> dict[str, Any]:
     """What the trigger Lambda's role needs, and nothing more (for Roles to attach).
 
-    - read the token (the only AWS call the handler makes),
+    - read the token and the package (the handler's two AWS calls: it dispatches only for a package
+      that the registry shows Approved in this stack's group; `model_packages_arn` is that group's
+      `.../model-package/<group>/*`),
     - write its own log streams (the log group itself is created by this component),
     - send failed invocations to its dead-letter queue (Lambda checks this permission when the
       function is created, so without it `pulumi up` fails).
@@ -58,6 +60,12 @@ def trigger_function_policy(
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue"],
                 "Resource": [token_secret_arn],
+            },
+            {
+                "Sid": "ReadPackageBeforeDispatch",
+                "Effect": "Allow",
+                "Action": ["sagemaker:DescribeModelPackage"],
+                "Resource": [model_packages_arn],
             },
             {
                 "Sid": "WriteOwnLogs",
@@ -87,7 +95,8 @@ def _token_document(token: str) -> str:
 # --- Args -------------------------------------------------------------------------------------
 class TriggerArgs(TypedDict):
     role_arn: pulumi.Input[str]
-    """Execution role from Roles (GetSecretValue on the token, own logs, SendMessage to the DLQ)."""
+    """Execution role from Roles (GetSecretValue on the token, DescribeModelPackage on the group's packages,
+    own logs, SendMessage to the DLQ)."""
     group_name: pulumi.Input[str]
     """Model package group whose Approved packages dispatch the deploy workflow."""
     deploy_workflow: NotRequired[str]

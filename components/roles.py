@@ -120,6 +120,10 @@ def _register_statements(scope: Scope) -> list[Statement]:
     """training/register.py's calls (it uploads the model and metrics; it reads nothing from S3)."""
     return [
         _write_bucket(scope),
+        # A failed registration deletes the object versions it uploaded (the bucket keeps versions, so a
+        # plain delete would only hide them); only under the stack's model-builds prefix, where it writes.
+        _statement("RemoveFailedUploads", ["s3:DeleteObjectVersion"],
+                   [scope.arns.objects(scope.bucket, f"{scope.names.stack}/model-builds/")]),
         _statement("ReadGroup", ["sagemaker:DescribeModelPackageGroup"],
                    [scope.arns.model_package_group(scope.group)]),
         # The group's ARN too: a versioned package is created in (and tagged through) its group.
@@ -349,6 +353,7 @@ class Roles(pulumi.ComponentResource):
                 "Lambda that dispatches the deploy workflow on Approved",
                 lambda scope, _exec: github_component.trigger_function_policy(
                     token_secret_arn=scope.arns.secret(names.github_token_secret),
+                    model_packages_arn=scope.arns.model_packages(scope.group),
                     log_group_arn=scope.arns.log_group(lambda_log_group(names.github_trigger_function)),
                     dead_letter_queue_arn=scope.arns.queue(names.github_trigger_dlq),
                 ))

@@ -6,6 +6,10 @@ Two callers reach the same decision code (design: Approval semantics):
 Whichever runs first decides and writes the reason on the package; a later call finds the decision and,
 for a pipeline job, reports success exactly when the package is Approved.
 
+An EventBridge event is handled only when the rule's own pattern (contracts.auto_approval_pattern)
+matches it as EventBridge would; anything else is logged and left alone. Of the events it matches, one
+that cannot be read (an ARN that is not exactly a package ARN, a status that is not one string) raises.
+
 Shipped at the root of the Lambda archive with contracts.py beside it, hence `import contracts`.
 """
 
@@ -166,28 +170,35 @@ def _require_dict(container: Mapping[str, Any], key: str, where: str, job_id: st
     return value
 
 
-def validate_model_package_arn(arn: str, where: str, job_id: str | None = None) -> str:
-    arn = arn.strip()
-    if not MODEL_PACKAGE_ARN.match(arn):
+def validate_model_package_arn(arn: Any, where: str, job_id: str | None = None) -> str:
+    """The ARN exactly as given: one that would need trimming (a trailing newline, spaces) is malformed."""
+    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
+        shown = arn[:200] if isinstance(arn, str) else arn
         raise MalformedEventError(
             f"{where} is not a versioned model package ARN "
-            f"(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>): {arn[:200]!r}",
+            f"(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>): {shown!r}",
             job_id,
         )
     return arn
 
 
+def _single_string(container: Mapping[str, Any], key: str, where: str) -> str:
+    value = container.get(key)
+    if not isinstance(value, str):
+        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
+        # sends one, and a decision must rest on one unambiguous status and group.
+        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
+    return value
+
+
 def parse_state_change(event: Mapping[str, Any]) -> PackageStateChange:
-    if event.get("source") != contracts.EVENT_SOURCE or event.get("detail-type") != contracts.EVENT_DETAIL_TYPE:
-        raise MalformedEventError(
-            f"expected an EventBridge event with source {contracts.EVENT_SOURCE!r} and detail-type "
-            f"{contracts.EVENT_DETAIL_TYPE!r} or a CodePipeline job, got source={event.get('source')!r} "
-            f"detail-type={event.get('detail-type')!r}"
-        )
+    """The state change of an event the rule delivers (see handle); MalformedEventError names the field."""
+    _single_string(event, "source", "event")
+    _single_string(event, "detail-type", "event")
     detail = _require_dict(event, "detail", "event")
-    arn = validate_model_package_arn(_require_str(detail, "ModelPackageArn", "detail"), "detail.ModelPackageArn")
-    group = _require_str(detail, "ModelPackageGroupName", "detail")
-    status = _require_str(detail, "ModelApprovalStatus", "detail")
+    arn = validate_model_package_arn(detail.get("ModelPackageArn"), "detail.ModelPackageArn")
+    group = _single_string(detail, "ModelPackageGroupName", "detail")
+    status = _single_string(detail, "ModelApprovalStatus", "detail")
     return PackageStateChange(arn, group, status)
 
 
@@ -226,12 +237,20 @@ def parse_pipeline_job(job: Any) -> PipelineJob:
     return PipelineJob(job_id, tuple(artifacts), credentials)
 
 
-def parse_event(event: Any) -> PackageStateChange | PipelineJob:
-    """Typed view of either accepted event; MalformedEventError names the field at fault."""
+def parse_event(event: Any, group_name: str) -> PackageStateChange | PipelineJob | str:
+    """Typed view of either accepted event; MalformedEventError names the field at fault.
+
+    An EventBridge event that the program's own rule would not deliver (contracts.auto_approval_pattern:
+    another source, detail-type, group or status, in any spelling) yields the reason it was not
+    delivered, as a str: the handler logs it and decides nothing.
+    """
     if not isinstance(event, dict):
         raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
     if "CodePipeline.job" in event:
         return parse_pipeline_job(event["CodePipeline.job"])
+    not_delivered = contracts.pattern_mismatch(contracts.auto_approval_pattern(group_name), event)
+    if not_delivered is not None:
+        return not_delivered
     return parse_state_change(event)
 
 
@@ -471,9 +490,11 @@ def decide_package(package: Mapping[str, Any], config: ApprovalConfig, clients: 
 # --- The two entry paths --------------------------------------------------------------------
 def handle_state_change(change: PackageStateChange, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
     arn = change.model_package_arn
-    # The rule filters on group and status; checking again keeps replays and stray events harmless.
-    if change.group_name != config.group_name:
-        log_json(action="ignored", model_package_arn=arn, reason=f"group {change.group_name!r} is not ours")
+    # The event matched the rule (our group, PendingManualApproval); the registry has the last word, so
+    # replays and packages of another group under our group's name stay harmless.
+    if not contracts.package_arn_in_group(arn, config.group_name):
+        # Our role may read only our group's packages: in AWS, describing this one would be AccessDenied.
+        log_json(action="ignored", model_package_arn=arn, reason="the ARN names a package of another group")
         return {"action": "ignored", "model_package_arn": arn}
     package = describe_package(clients.sagemaker, arn)
     if package.get("ModelPackageGroupName") != config.group_name:
@@ -508,7 +529,9 @@ def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
             raise ArtifactError(
                 f"input artifact s3://{location.bucket}/{location.key} is not a readable zip ({exc})"
             ) from None
-        return validate_model_package_arn(text, f"{contracts.MODEL_PACKAGE_ARN_FILE} in the input artifact")
+        # One line ending closes a text file (`echo arn > file`); anything more is not the ARN register wrote.
+        line = text.removesuffix("\n").removesuffix("\r")
+        return validate_model_package_arn(line, f"{contracts.MODEL_PACKAGE_ARN_FILE} in the input artifact")
     raise ArtifactError(
         f"no input artifact contains {contracts.MODEL_PACKAGE_ARN_FILE}; the build stage must write it "
         "(training/register.py) and pass its output artifact to the approval action"
@@ -550,10 +573,12 @@ def handle_pipeline_job(job: PipelineJob, config: ApprovalConfig, clients: Clien
     """
     try:
         arn = read_arn_from_artifacts(job, clients)
-        package = describe_package(clients.sagemaker, arn)
+        # Our role may read only our group's packages: in AWS, describing another group's would be AccessDenied.
+        package = (describe_package(clients.sagemaker, arn)
+                   if contracts.package_arn_in_group(arn, config.group_name) else {})
     except (ArtifactError, MalformedEventError, PackageNotFound) as exc:
         return _fail_job(clients.codepipeline, job.job_id, "ConfigurationError", str(exc))
-    group = package.get("ModelPackageGroupName")
+    group = package.get("ModelPackageGroupName", arn.rsplit("/", 2)[-2])
     if group != config.group_name:
         return _fail_job(
             clients.codepipeline,
@@ -582,15 +607,25 @@ def handle_pipeline_job(job: PipelineJob, config: ApprovalConfig, clients: Clien
 
 def handle(event: Any, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
     try:
-        parsed = parse_event(event)
+        parsed = parse_event(event, config.group_name)
     except MalformedEventError as exc:
         if exc.job_id is None:
             raise
         # A readable job id: end the job with the reason instead of letting the action time out.
         return _fail_job(clients.codepipeline, exc.job_id, "ConfigurationError", f"malformed job event: {exc}")
+    if isinstance(parsed, str):
+        reason = f"not an event the auto-approval rule delivers: {parsed}"
+        log_json(action="ignored", model_package_arn=_arn_for_log(event), reason=reason)
+        return {"action": "ignored", "reason": reason}
     if isinstance(parsed, PipelineJob):
         return handle_pipeline_job(parsed, config, clients)
     return handle_state_change(parsed, config, clients)
+
+
+def _arn_for_log(event: Mapping[str, Any]) -> str | None:
+    detail = event.get("detail")
+    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
+    return arn[:200] if isinstance(arn, str) else None
 
 
 def handler(event: Any, context: Any, clients: Clients | None = None) -> dict[str, Any]:

@@ -2,8 +2,13 @@
 
 EventBridge delivers "SageMaker Model Package State Change" events for our group with status Approved;
 this handler POSTs a workflow_dispatch for DEPLOY_WORKFLOW on DEPLOY_REF with the package as inputs.
+It acts only on what its rule delivers (contracts.github_trigger_pattern, matched as EventBridge does)
+and on what the registry says now: the package must exist, be in this stack's group and be Approved
+when the handler asks (DescribeModelPackage); otherwise it logs why and dispatches nothing.
 Failures raise, so the rule's retries and dead-letter queue see them (the sample this replaces logged
-the HTTP error and returned success, and the deploy silently never happened).
+the HTTP error and returned success, and the deploy silently never happened). Every request and wait
+fits the invocation's remaining time less a margin, so a hanging GitHub ends in a DispatchError that
+Lambda records, never in a timeout mid-retry.
 
 Shipped at the root of the Lambda archive with contracts.py beside it, hence `import contracts`. It does
 not import auto_approve.py: each handler is packaged on its own.
@@ -12,6 +17,7 @@ not import auto_approve.py: each handler is packaged on its own.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import os
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 import contracts
 
@@ -34,6 +42,16 @@ LOGGER.setLevel(logging.INFO)
 USER_AGENT = f"{contracts.PROJECT}-github-trigger"
 GITHUB_API_VERSION = "2022-11-28"
 REQUEST_TIMEOUT_SECONDS = 8.0
+# The budget is the invocation's remaining time less this margin (at most a quarter of it), so the error
+# is raised and logged while Lambda still runs the function.
+BUDGET_MARGIN_SECONDS = 5.0
+# Outside Lambda (no context): the program's function timeout (components.github, 60 s) less the margin.
+DEFAULT_BUDGET_SECONDS = 55.0
+# A request is not started with less time left than this: it could not get an answer.
+MIN_REQUEST_SECONDS = 0.5
+# The AWS calls (DescribeModelPackage, GetSecretValue) fail fast too, so the budget stays for GitHub:
+# worst case 2 attempts x (3 + 5) s each.
+AWS_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 2})
 
 MODEL_PACKAGE_ARN = re.compile(
     r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
@@ -118,41 +136,94 @@ class PackageStateChange:
     approval_status: str
 
 
-def parse_event(event: Any) -> PackageStateChange:
-    """Typed view of the EventBridge event; MalformedEventError names the field at fault."""
+def _single_string(container: Mapping[str, Any], key: str, where: str) -> str:
+    value = container.get(key)
+    if not isinstance(value, str):
+        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
+        # sends one, and a dispatch must rest on one unambiguous group and status.
+        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
+    return value
+
+
+def parse_event(event: Any, group_name: str) -> PackageStateChange | str:
+    """Typed view of an event the rule delivers; MalformedEventError names the field at fault.
+
+    An event that the program's own rule would not deliver (contracts.github_trigger_pattern: another
+    source, detail-type, group or status, in any spelling) yields the reason, as a str, and is ignored.
+    The ARN is taken exactly as given: one with a trailing newline or spaces is malformed, never forwarded.
+    """
     if not isinstance(event, dict):
         raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
-    if event.get("source") != contracts.EVENT_SOURCE or event.get("detail-type") != contracts.EVENT_DETAIL_TYPE:
-        raise MalformedEventError(
-            f"expected source {contracts.EVENT_SOURCE!r} and detail-type {contracts.EVENT_DETAIL_TYPE!r}, "
-            f"got source={event.get('source')!r} detail-type={event.get('detail-type')!r}"
-        )
-    detail = event.get("detail")
-    if not isinstance(detail, dict):
-        raise MalformedEventError("event.detail must be an object")
-    fields = {}
-    for key in ("ModelPackageArn", "ModelPackageGroupName", "ModelApprovalStatus"):
-        value = detail.get(key)
-        if not isinstance(value, str) or not value:
-            raise MalformedEventError(f"detail.{key} must be a non-empty string")
-        fields[key] = value
-    if not MODEL_PACKAGE_ARN.match(fields["ModelPackageArn"]):
+    not_delivered = contracts.pattern_mismatch(contracts.github_trigger_pattern(group_name), event)
+    if not_delivered is not None:
+        return not_delivered
+    _single_string(event, "source", "event")
+    _single_string(event, "detail-type", "event")
+    detail = event["detail"]  # an object: the pattern matched inside it
+    group = _single_string(detail, "ModelPackageGroupName", "detail")
+    status = _single_string(detail, "ModelApprovalStatus", "detail")
+    arn = detail.get("ModelPackageArn")
+    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
+        shown = arn[:200] if isinstance(arn, str) else arn
         raise MalformedEventError(
             "detail.ModelPackageArn is not a versioned model package ARN (arn:aws:sagemaker:<region>:<account>:"
-            f"model-package/<group>/<version>): {fields['ModelPackageArn'][:200]!r}"
+            f"model-package/<group>/<version>): {shown!r}"
         )
-    return PackageStateChange(fields["ModelPackageArn"], fields["ModelPackageGroupName"], fields["ModelApprovalStatus"])
+    return PackageStateChange(arn, group, status)
 
 
-# --- Token ----------------------------------------------------------------------------------
+# --- Registry -------------------------------------------------------------------------------
+def registry_objection(sagemaker: Any, change: PackageStateChange, config: TriggerConfig) -> str | None:
+    """Why the registry does not back this dispatch now, or None when the package is ours and Approved.
+
+    The event is a notice, not the record: by the time it arrives the package may have been rejected,
+    and an ARN of another group may travel under our group's name. AWS errors other than "not found"
+    raise, so the retries and the dead-letter queue see them.
+    """
+    arn = change.model_package_arn
+    if not contracts.package_arn_in_group(arn, config.group_name):
+        # Our role may read only our group's packages: in AWS, describing this one would be AccessDenied.
+        return f"the ARN names a package of another group, not {config.group_name!r}"
+    try:
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message", "")).lower()
+        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
+            "not found" in message or "does not exist" in message
+        ):
+            return "the package does not exist in the registry"
+        raise
+    group = package.get("ModelPackageGroupName")
+    if group != config.group_name or group != change.group_name:
+        return (f"the registry has the package in group {group!r}; the event says {change.group_name!r} "
+                f"and this stack's group is {config.group_name!r}")
+    status = package.get("ModelApprovalStatus")
+    if status != contracts.STATUS_APPROVED:
+        return f"the package is {status!r} in the registry now, not {contracts.STATUS_APPROVED!r}"
+    return None
+
+
+# --- Clients --------------------------------------------------------------------------------
 _secrets_client: Any = None
+_sagemaker_client: Any = None
 
 
 def default_secrets_client() -> Any:
     global _secrets_client
     if _secrets_client is None:
-        _secrets_client = boto3.client("secretsmanager")
+        _secrets_client = boto3.client("secretsmanager", config=AWS_CONFIG)
     return _secrets_client
+
+
+def default_sagemaker_client() -> Any:
+    global _sagemaker_client
+    if _sagemaker_client is None:
+        _sagemaker_client = boto3.client("sagemaker", config=AWS_CONFIG)
+    return _sagemaker_client
+
+
+# --- Token ----------------------------------------------------------------------------------
 
 
 def read_token(secrets: Any, secret_id: str) -> str:
@@ -184,8 +255,35 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 30.0
-    # Worst case 5 attempts x REQUEST_TIMEOUT_SECONDS + 15 s of waiting stays inside the function's 60 s timeout.
-    total_wait: float = 15.0
+
+
+class Budget:
+    """The time this invocation may spend before it must have answered or raised, on a monotonic clock."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, margin: float = 0.0) -> None:
+        self.seconds = max(0.0, seconds)
+        self.margin = margin
+        self._clock = clock
+        self._deadline = clock() + self.seconds
+
+    @classmethod
+    def from_context(cls, context: Any, clock: Callable[[], float] = time.monotonic) -> Budget:
+        """The Lambda context's remaining time less the margin; DEFAULT_BUDGET_SECONDS without a context."""
+        remaining_ms: Any = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining_ms is None:
+            return cls(DEFAULT_BUDGET_SECONDS, clock)
+        remaining = max(0.0, float(remaining_ms()) / 1000.0)
+        margin = min(BUDGET_MARGIN_SECONDS, remaining / 4)
+        return cls(remaining - margin, clock, margin)
+
+    def remaining(self) -> float:
+        return max(0.0, self._deadline - self._clock())
+
+    def describe(self) -> str:
+        if self.margin:
+            return (f"the time budget of {self.seconds:.1f}s (the invocation's remaining time less a "
+                    f"{self.margin:.1f}s margin)")
+        return f"the time budget of {self.seconds:.1f}s"
 
 
 @dataclass(frozen=True)
@@ -195,13 +293,19 @@ class Response:
     body: bytes
 
 
-def post_json(url: str, payload: Mapping[str, Any], headers: Mapping[str, str]) -> Response:
-    """One POST; HTTP error statuses come back as a Response, connection failures raise URLError/OSError."""
+Post = Callable[[str, Mapping[str, Any], Mapping[str, str], float], Response]
+
+
+def post_json(url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float) -> Response:
+    """One POST; HTTP error statuses come back as a Response, connection failures raise OSError/HTTPException.
+
+    `timeout` bounds the connect and each socket read, so a server that never answers costs at most that.
+    """
     request = urllib.request.Request(  # noqa: S310 - scheme checked in load_config (http/https only)
         url, data=json.dumps(payload).encode(), headers={**headers, "Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as reply:  # noqa: S310 - as above
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 - as above
             return Response(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.read())
     except urllib.error.HTTPError as exc:
         with exc:
@@ -272,11 +376,16 @@ def dispatch(
     config: TriggerConfig,
     token: str,
     *,
-    post: Callable[[str, Mapping[str, Any], Mapping[str, str]], Response] = post_json,
+    budget: Budget,
+    post: Post = post_json,
     sleep: Callable[[float], None] = time.sleep,
     policy: RetryPolicy = RetryPolicy(),
 ) -> int:
-    """POST the workflow_dispatch; retry 5xx/429/rate limits and connection errors, raise on anything else."""
+    """POST the workflow_dispatch; retry 5xx/429/rate limits and connection errors, raise on anything else.
+
+    Each request's timeout and each wait fit what is left of `budget`; when the next attempt would not,
+    DispatchError says so at once instead of waiting for Lambda to kill the invocation.
+    """
     values = {"model_package_arn": change.model_package_arn, "model_package_group": change.group_name}
     payload = {"ref": config.ref, "inputs": {name: values[name] for name in contracts.DISPATCH_INPUTS}}
     headers = {
@@ -286,26 +395,43 @@ def dispatch(
         "User-Agent": USER_AGENT,
     }
     waited = 0.0
+    problem = "no attempt made"
+    status: int | None = None
     for attempt in range(1, policy.attempts + 1):
+        left = budget.remaining()
+        if left < MIN_REQUEST_SECONDS:
+            raise DispatchError(
+                f"workflow dispatch to {config.dispatch_url} gave up after {attempt - 1} attempt(s): "
+                f"{budget.describe()} is spent ({problem}); the event will be retried (then sent to the "
+                "dead-letter queue)",
+                status,
+            )
         try:
-            response: Response | None = post(config.dispatch_url, payload, headers)
-            problem = ""
-        except OSError as exc:  # URLError, timeouts, refused connections
+            response: Response | None = post(config.dispatch_url, payload, headers,
+                                             min(REQUEST_TIMEOUT_SECONDS, left))
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, refused or dropped connections
             response = None
-            problem = redact(f"connection failed: {exc}", token)
+            problem = redact(f"connection failed: {exc or type(exc).__name__}", token)
         if response is not None:
             if 200 <= response.status < 300:
                 return response.status
             if not (response.status >= 500 or _is_rate_limited(response)):
                 raise _client_error(response, config, token)
             problem = f"HTTP {response.status} ({_github_message(response, token)!r})"
+        status = response.status if response is not None else None
         asked = retry_after_seconds(response.headers) if response is not None else None
         delay = asked if asked is not None else min(policy.base_delay * 2 ** (attempt - 1), policy.max_delay)
-        if attempt == policy.attempts or waited + delay > policy.total_wait:
+        if attempt == policy.attempts:
+            stop = "no attempts left"
+        elif delay + MIN_REQUEST_SECONDS > budget.remaining():
+            stop = f"{budget.describe()} leaves no room to wait {delay:.0f}s"
+        else:
+            stop = ""
+        if stop:
             raise DispatchError(
                 f"workflow dispatch to {config.dispatch_url} failed after {attempt} attempt(s) and {waited:.0f}s "
-                f"of waiting: {problem}; the event will be retried (then sent to the dead-letter queue)",
-                response.status if response is not None else None,
+                f"of waiting, {stop}: {problem}; the event will be retried (then sent to the dead-letter queue)",
+                status,
             )
         log_json(
             action="retry",
@@ -327,19 +453,24 @@ def handle(
     event: Any,
     config: TriggerConfig,
     secrets: Any,
+    sagemaker: Any,
     *,
+    budget: Budget,
     sleep: Callable[[float], None] = time.sleep,
-    post: Callable[[str, Mapping[str, Any], Mapping[str, str]], Response] = post_json,
+    post: Post = post_json,
 ) -> dict[str, Any]:
-    change = parse_event(event)
-    arn = change.model_package_arn
-    # The rule already filters on group and status; re-checking keeps stray or replayed events harmless.
-    if change.group_name != config.group_name or change.approval_status != contracts.STATUS_APPROVED:
-        reason = f"group {change.group_name!r} status {change.approval_status!r} is not an Approved package of ours"
-        log_json(action="ignored", model_package_arn=arn, reason=reason)
-        return {"action": "ignored", "model_package_arn": arn}
+    parsed = parse_event(event, config.group_name)
+    if isinstance(parsed, str):
+        reason = f"not an event the GitHub-trigger rule delivers: {parsed}"
+        log_json(action="ignored", model_package_arn=_arn_for_log(event), reason=reason)
+        return {"action": "ignored", "reason": reason}
+    arn = parsed.model_package_arn
+    objection = registry_objection(sagemaker, parsed, config)
+    if objection is not None:
+        log_json(action="ignored", model_package_arn=arn, reason=objection)
+        return {"action": "ignored", "model_package_arn": arn, "reason": objection}
     token = read_token(secrets, config.token_secret_id)
-    status = dispatch(change, config, token, post=post, sleep=sleep)
+    status = dispatch(parsed, config, token, post=post, sleep=sleep, budget=budget)
     log_json(
         action="dispatched",
         model_package_arn=arn,
@@ -351,8 +482,22 @@ def handle(
     return {"action": "dispatched", "model_package_arn": arn, "status": status}
 
 
+def _arn_for_log(event: Mapping[str, Any]) -> str | None:
+    detail = event.get("detail")
+    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
+    return arn[:200] if isinstance(arn, str) else None
+
+
 def handler(
-    event: Any, context: Any, *, secrets: Any = None, sleep: Callable[[float], None] = time.sleep
+    event: Any,
+    context: Any,
+    *,
+    secrets: Any = None,
+    sagemaker: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Lambda entry point."""
-    return handle(event, load_config(os.environ), secrets or default_secrets_client(), sleep=sleep)
+    """Lambda entry point; the budget starts from context.get_remaining_time_in_millis()."""
+    budget = Budget.from_context(context, clock)
+    return handle(event, load_config(os.environ), secrets or default_secrets_client(),
+                  sagemaker or default_sagemaker_client(), budget=budget, sleep=sleep)

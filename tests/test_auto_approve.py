@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import contracts
 from handlers import auto_approve
@@ -309,9 +312,12 @@ def test_replayed_event_leaves_a_decided_package_as_it_is(registry: Registry, cl
     assert (package["ModelApprovalStatus"], package["ApprovalDescription"]) == (status, "decided by jane")
 
 
-# --- Malformed input ------------------------------------------------------------------------
+# --- Events the rule would not deliver: logged, never decided -------------------------------
+ARN_1 = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn-test/1"
+
+
 def _malformed(mutate) -> Any:
-    event = state_change("arn:aws:sagemaker:us-east-1:123456789012:model-package/churn-test/1")
+    event = state_change(ARN_1)
     return mutate(event)
 
 
@@ -337,14 +343,75 @@ def _drop(path: list[str]):
     return mutate
 
 
+SOURCE, DETAIL_TYPE = ["source"], ["detail-type"]
+GROUP_FIELD, STATUS = ["detail", "ModelPackageGroupName"], ["detail", "ModelApprovalStatus"]
+
+
+def _variants(path: list[str], right: str, wrong: str) -> list[Any]:
+    """The ways one field of the rule's pattern can differ from what the rule delivers."""
+    name = "-".join(path).removeprefix("detail-")
+    field = ".".join(path)
+    cases = [case for case in (right.upper(), right.lower()) if case != right]
+    return [
+        pytest.param(_set(path, wrong), field, id=f"{name}-wrong-value"),
+        *(pytest.param(_set(path, case), field, id=f"{name}-case-{case}") for case in cases),
+        pytest.param(_set(path, f" {right}"), field, id=f"{name}-leading-space"),
+        pytest.param(_set(path, f"{right} "), field, id=f"{name}-trailing-space"),
+        pytest.param(_set(path, f"{right}\n"), field, id=f"{name}-trailing-newline"),
+        pytest.param(_set(path, right[:-1]), field, id=f"{name}-truncated"),
+        pytest.param(_set(path, [wrong]), field, id=f"{name}-list-without-it"),
+        pytest.param(_set(path, [right.upper(), f"{right} "]), field, id=f"{name}-list-of-near-misses"),
+        pytest.param(_set(path, {"value": right}), field, id=f"{name}-object"),
+        pytest.param(_set(path, None), field, id=f"{name}-null"),
+        pytest.param(_set(path, 1), field, id=f"{name}-number"),
+        pytest.param(_set(path, True), field, id=f"{name}-boolean"),
+        pytest.param(_set(path, ""), field, id=f"{name}-empty"),
+        pytest.param(_drop(path), field, id=f"{name}-missing"),
+    ]
+
+
+NOT_DELIVERED = [
+    *_variants(SOURCE, contracts.EVENT_SOURCE, "aws.s3"),
+    *_variants(DETAIL_TYPE, contracts.EVENT_DETAIL_TYPE, "SageMaker Model State Change"),
+    *_variants(GROUP_FIELD, GROUP, OTHER_GROUP),
+    *_variants(STATUS, contracts.STATUS_PENDING, contracts.STATUS_APPROVED),
+    pytest.param(_set(STATUS, contracts.STATUS_REJECTED), "detail.ModelApprovalStatus", id="status-rejected"),
+    pytest.param(_drop(["detail"]), "detail", id="detail-missing"),
+    pytest.param(_set(["detail"], "x"), "detail", id="detail-a-string"),
+    pytest.param(lambda e: {**e, "detail": [e["detail"]]}, "detail", id="detail-a-list-of-objects"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field"), NOT_DELIVERED)
+def test_event_the_rule_would_not_deliver_decides_nothing_and_logs_why(
+    registry: Registry, clients: Clients, caplog: pytest.LogCaptureFixture, mutate, field: str
+):
+    caplog.set_level(logging.INFO, logger=auto_approve.LOGGER.name)
+    arn = registry.add(GOOD)  # metrics that would be approved at once
+    event = _malformed(mutate)
+    assert not contracts.matches_pattern(contracts.auto_approval_pattern(GROUP), event)
+
+    result = run(event, clients)
+
+    assert result["action"] == "ignored"
+    assert registry.status(arn) == contracts.STATUS_PENDING
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == auto_approve.LOGGER.name]
+    assert line["action"] == "ignored"
+    assert f"{field} is " in line["reason"]
+
+
+# --- Events the rule delivers but nobody can read: raise, decide nothing ---------------------
 MALFORMED = [
     pytest.param(lambda e: [e], "must be a JSON object", id="not-an-object"),
-    pytest.param(_set(["source"], "aws.s3"), "source", id="wrong-source"),
-    pytest.param(_set(["detail-type"], "SageMaker Model State Change"), "detail-type", id="wrong-detail-type"),
-    pytest.param(_drop(["detail"]), "detail must be an object", id="no-detail"),
-    pytest.param(_set(["detail"], "x"), "detail must be an object", id="detail-not-object"),
     pytest.param(_drop(["detail", "ModelPackageArn"]), "ModelPackageArn", id="no-arn"),
     pytest.param(_set(["detail", "ModelPackageArn"], 7), "ModelPackageArn", id="arn-not-string"),
+    pytest.param(_set(["detail", "ModelPackageArn"], ARN_1 + "\n"), r"versioned model package ARN.*/1\\n'",
+                 id="arn-trailing-newline"),
+    pytest.param(_set(["detail", "ModelPackageArn"], f" {ARN_1}"), "not a versioned model package ARN",
+                 id="arn-leading-space"),
+    pytest.param(_set(["detail", "ModelPackageArn"], ARN_1.upper()), "not a versioned model package ARN",
+                 id="arn-upper-case"),
+    pytest.param(_set(["detail", "ModelPackageArn"], [ARN_1]), "not a versioned model package ARN", id="arn-list"),
     pytest.param(
         _set(["detail", "ModelPackageArn"], "arn:aws:sagemaker:us-east-1:123456789012:endpoint/churn"),
         "not a versioned model package ARN",
@@ -355,8 +422,12 @@ MALFORMED = [
         "not a versioned model package ARN",
         id="unversioned-package-arn",
     ),
-    pytest.param(_drop(["detail", "ModelPackageGroupName"]), "ModelPackageGroupName", id="no-group"),
-    pytest.param(_set(["detail", "ModelApprovalStatus"], None), "ModelApprovalStatus", id="status-null"),
+    # EventBridge delivers an event whose field is an array holding the wanted value; a decision needs one.
+    pytest.param(_set(STATUS, [contracts.STATUS_PENDING]), "ModelApprovalStatus must be one string",
+                 id="status-a-list-holding-it"),
+    pytest.param(_set(GROUP_FIELD, [OTHER_GROUP, GROUP]), "ModelPackageGroupName must be one string",
+                 id="group-a-list-holding-it"),
+    pytest.param(_set(SOURCE, [contracts.EVENT_SOURCE]), "source must be one string", id="source-a-list-holding-it"),
     pytest.param(lambda e: {"CodePipeline.job": "job"}, "CodePipeline.job", id="job-not-object"),
     pytest.param(lambda e: {"CodePipeline.job": {"data": {}}}, "CodePipeline.job.id", id="job-without-id"),
 ]
@@ -365,12 +436,118 @@ MALFORMED = [
 @pytest.mark.parametrize(("mutate", "message"), MALFORMED)
 def test_malformed_event_raises_and_approves_nothing(registry: Registry, clients: Clients, mutate, message: str):
     arn = registry.add(GOOD)
-    assert arn.endswith("/churn-test/1")  # the package the malformed events point at
+    assert arn == ARN_1  # the package the malformed events point at
 
     with pytest.raises(MalformedEventError, match=message):
         run(_malformed(mutate), clients)
 
     assert registry.status(arn) == contracts.STATUS_PENDING
+
+
+# --- Property: only what the rule delivers can change a package ------------------------------
+MISSING = object()
+
+
+def _eventbridge_delivers(event: Any) -> bool:
+    """The auto-approval rule's pattern, evaluated as AWS documents EventBridge matching.
+
+    Written apart from contracts.matches_pattern on purpose: every field present; a string equal to the
+    pattern's value (exact: case, whitespace, JSON type); or an array of which one element is.
+    """
+
+    def value_matches(value: Any, wanted: str) -> bool:
+        if isinstance(value, list):
+            return any(isinstance(item, str) and item == wanted for item in value)
+        return isinstance(value, str) and value == wanted
+
+    if not isinstance(event, dict) or not isinstance(event.get("detail", MISSING), dict):
+        return False
+    detail = event["detail"]
+    return (value_matches(event.get("source", MISSING), contracts.EVENT_SOURCE)
+            and value_matches(event.get("detail-type", MISSING), contracts.EVENT_DETAIL_TYPE)
+            and value_matches(detail.get("ModelPackageGroupName", MISSING), GROUP)
+            and value_matches(detail.get("ModelApprovalStatus", MISSING), contracts.STATUS_PENDING))
+
+
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False, width=16),
+                         st.text(max_size=12))
+
+
+def _near_misses(right: str, others: list[str]) -> st.SearchStrategy[Any]:
+    """The right value, values close to it, other real values and other JSON types."""
+    spellings = st.sampled_from([
+        right, right.upper(), right.lower(), right.swapcase(), f" {right}", f"{right} ", f"{right}\n",
+        f"\t{right}", right[:-1], f"{right}x", right.replace("-", "_"), *others,
+    ])
+    single = st.one_of(spellings, JSON_SCALARS)
+    return st.one_of(single, st.lists(single, max_size=3), st.dictionaries(st.text(max_size=4), single, max_size=2))
+
+
+# Per field: keep it (most often, so the rule still matches some events), drop it, or replace it.
+def _field(right: str, others: list[str]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.just(right), st.just(right), st.just(MISSING), _near_misses(right, others))
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn, arn: str) -> dict[str, Any]:
+    event = state_change(arn)
+    replacements = {
+        ("source",): draw(_field(contracts.EVENT_SOURCE, ["aws.s3", "aws.events"])),
+        ("detail-type",): draw(_field(contracts.EVENT_DETAIL_TYPE, ["SageMaker Model State Change"])),
+        ("detail", "ModelPackageGroupName"): draw(_field(GROUP, [OTHER_GROUP, ""])),
+        ("detail", "ModelApprovalStatus"): draw(_field(contracts.STATUS_PENDING, [
+            contracts.STATUS_APPROVED, contracts.STATUS_REJECTED, "PendingApproval"])),
+        ("detail", "ModelPackageArn"): draw(st.one_of(st.just(arn), st.just(arn), _near_misses(arn, [
+            arn.replace(f"/{GROUP}/", f"/{OTHER_GROUP}/")]))),
+    }
+    for path, value in replacements.items():
+        target = event
+        for key in path[:-1]:
+            target = target[key]
+        if value is MISSING:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+    event["detail"].update(draw(st.dictionaries(st.sampled_from(["Extra", "ModelPackageVersion"]), JSON_SCALARS,
+                                                max_size=1)))
+    whole_detail = draw(st.one_of(st.just(event["detail"]), st.just(event["detail"]), st.just(event["detail"]),
+                                  JSON_SCALARS, st.just([event["detail"]]), st.just(MISSING)))
+    if whole_detail is MISSING:
+        del event["detail"]
+    else:
+        event["detail"] = whole_detail
+    return event
+
+
+def test_no_event_the_rule_would_not_deliver_ever_changes_a_package(registry: Registry, clients: Clients):
+    pattern = contracts.auto_approval_pattern(GROUP)
+    state = {"arn": registry.add(GOOD), "decided": 0, "ignored": 0}
+
+    # derandomize in CI: the same examples every run there; other runs explore new ones.
+    @settings(max_examples=200, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def property_holds(data: st.DataObject) -> None:
+        arn = state["arn"]
+        event = data.draw(mutated_events(arn))
+        delivered = _eventbridge_delivers(event)
+        assert contracts.matches_pattern(pattern, event) == delivered  # contracts matches as EventBridge does
+        try:
+            result = run(event, clients)
+        except MalformedEventError:
+            result = {"action": "malformed"}
+        status = registry.status(arn)
+        if not delivered:
+            assert (result["action"], status) == ("ignored", contracts.STATUS_PENDING), event
+            state["ignored"] += 1
+        elif status != contracts.STATUS_PENDING:
+            state["decided"] += 1
+            state["arn"] = registry.add(GOOD)  # the next examples need a pending package again
+
+    property_holds()
+
+    # Both sides of the property were exercised: some events were delivered and decided, some ignored.
+    assert state["decided"] > 0 and state["ignored"] > 0, state
 
 
 @pytest.mark.parametrize(
@@ -664,7 +841,7 @@ def test_job_credentials_never_reach_the_logs_or_the_job_result(
     for secret in CREDENTIALS.values():
         assert secret not in caplog.text
         assert secret not in sent
-    assert CREDENTIALS["secretAccessKey"] not in repr(auto_approve.parse_event(job_event()))
+    assert CREDENTIALS["secretAccessKey"] not in repr(auto_approve.parse_event(job_event(), GROUP))
 
 
 def test_decision_is_logged_as_one_json_line_with_the_package_and_reason(

@@ -70,6 +70,10 @@ def environ(aws: str, hosting: Hosting, monkeypatch: pytest.MonkeyPatch) -> dict
 def _register(model_dir: Path, output_dir: Path, group: str = GROUP, build: BuildInfo = BUILD) -> str:
     settings = RegisterSettings(bucket=BUCKET, group=group, image_uri=contracts.inference_image_uri(REGION),
                                 stack=STACK)
+    sagemaker = boto3.client("sagemaker")
+    groups = sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"]
+    if group not in {g["ModelPackageGroupName"] for g in groups}:  # the program creates it; register never does
+        sagemaker.create_model_package_group(ModelPackageGroupName=group)
     return register(model_dir, output_dir, settings, build, sagemaker=boto3.client("sagemaker"),
                     s3=boto3.client("s3"))
 

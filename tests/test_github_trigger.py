@@ -7,11 +7,16 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
@@ -25,7 +30,9 @@ WORKFLOW = contracts.DEPLOY_WORKFLOW_FILE
 REF = "main"
 SECRET_ID = "sagemaker-mlops/github-token"
 TOKEN = "ghp_TopSecretToken0123456789abcdefABCDEF"
-ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn-test/3"
+OTHER_GROUP = "other-team"
+# moto numbers versions from 1 per group, as SageMaker does; the `approved` fixture registers this one.
+ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn-test/1"
 DISPATCH_PATH = f"/repos/{REPOSITORY}/actions/workflows/{WORKFLOW}/dispatches"
 EVENTS = Path(__file__).parent / "events"
 
@@ -41,7 +48,7 @@ def aws_client(name: str) -> Any:
     return _session().client(name)
 
 
-def approved_event(group: str = GROUP, status: str = contracts.STATUS_APPROVED, arn: str = ARN) -> dict[str, Any]:
+def approved_event(group: Any = GROUP, status: Any = contracts.STATUS_APPROVED, arn: Any = ARN) -> dict[str, Any]:
     event = json.loads((EVENTS / "model_package_state_change.json").read_text())
     event["detail"].update(ModelPackageArn=arn, ModelPackageGroupName=group, ModelApprovalStatus=status)
     return event
@@ -50,6 +57,35 @@ def approved_event(group: str = GROUP, status: str = contracts.STATUS_APPROVED, 
 @pytest.fixture
 def secrets(aws: str) -> Any:
     return aws_client("secretsmanager")
+
+
+@pytest.fixture
+def sagemaker(aws: str) -> Any:
+    return aws_client("sagemaker")
+
+
+def add_package(sagemaker: Any, group: str = GROUP, status: str = contracts.STATUS_APPROVED) -> str:
+    """A model package in moto's registry, as the build registers it and a person or the gate decides it."""
+    groups = sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"]
+    if group not in {g["ModelPackageGroupName"] for g in groups}:
+        sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    return sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [{"Image": contracts.inference_image_uri("us-east-1"),
+                            "ModelDataUrl": f"s3://artifacts/{group}/{contracts.MODEL_ARCHIVE}"}],
+            "SupportedContentTypes": list(contracts.CONTENT_TYPES),
+            "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES),
+        },
+    )["ModelPackageArn"]
+
+
+@pytest.fixture
+def approved(sagemaker: Any) -> str:
+    arn = add_package(sagemaker)
+    assert arn == ARN
+    return arn
 
 
 @pytest.fixture
@@ -69,10 +105,17 @@ def env(monkeypatch: pytest.MonkeyPatch, httpserver: HTTPServer) -> None:
 
 
 class Sleeps(list):
-    """The injected sleep: records each requested delay instead of waiting."""
+    """The injected sleep: records each requested delay instead of waiting, and moves `now` on by it.
+
+    `now` is the real monotonic clock plus the delays not slept, so the handler's time budget counts the
+    waits as if they had happened and the real time of real requests as it passes.
+    """
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+    def now(self) -> float:
+        return time.monotonic() + sum(self)
 
 
 @pytest.fixture
@@ -80,8 +123,20 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
-def trigger(event: Any, secrets: Any, sleeps: Sleeps) -> dict[str, Any]:
-    return github_trigger.handler(event, None, secrets=secrets, sleep=sleeps)
+class LambdaContext:
+    """The part of Lambda's context object the trigger reads: the invocation's remaining time."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._deadline = clock() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - self._clock()) * 1000))
+
+
+def trigger(event: Any, secrets: Any, sleeps: Sleeps, context: Any = None, sagemaker: Any = None) -> dict[str, Any]:
+    return github_trigger.handler(event, context, secrets=secrets, sagemaker=sagemaker or aws_client("sagemaker"),
+                                  sleep=sleeps, clock=sleeps.now)
 
 
 def dispatch_body() -> dict[str, Any]:
@@ -90,7 +145,7 @@ def dispatch_body() -> dict[str, Any]:
 
 # --- The request ----------------------------------------------------------------------------
 def test_approved_event_posts_workflow_dispatch_with_exact_path_headers_and_body(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_oneshot_request(DISPATCH_PATH, method="POST", json=dispatch_body()).respond_with_data(
         "", status=204
@@ -110,7 +165,7 @@ def test_approved_event_posts_workflow_dispatch_with_exact_path_headers_and_body
 
 
 def test_dispatch_inputs_are_exactly_the_deploy_workflows_inputs(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_oneshot_request(DISPATCH_PATH, method="POST").respond_with_data("", status=204)
 
@@ -127,7 +182,7 @@ def test_dispatch_inputs_are_exactly_the_deploy_workflows_inputs(
     ],
 )
 def test_token_is_read_from_either_secret_format(
-    env: None, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, secret_string: str
+    env: None, approved: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, secret_string: str
 ):
     secrets.create_secret(Name=SECRET_ID, SecretString=secret_string)
     httpserver.expect_oneshot_request(DISPATCH_PATH, method="POST").respond_with_data("", status=204)
@@ -149,7 +204,7 @@ def test_token_is_read_from_either_secret_format(
     ],
 )
 def test_unusable_secret_raises_without_showing_its_value(
-    env: None, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, kwargs: dict[str, Any], message: str
+    env: None, approved: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, kwargs: dict[str, Any], message: str
 ):
     secrets.create_secret(Name=SECRET_ID, **kwargs)
 
@@ -162,7 +217,7 @@ def test_unusable_secret_raises_without_showing_its_value(
 
 # --- Retries --------------------------------------------------------------------------------
 def test_server_errors_are_retried_with_exponential_backoff(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_ordered_request(DISPATCH_PATH, method="POST").respond_with_data("busy", status=502)
     httpserver.expect_ordered_request(DISPATCH_PATH, method="POST").respond_with_data("busy", status=503)
@@ -176,7 +231,7 @@ def test_server_errors_are_retried_with_exponential_backoff(
 
 
 def test_rate_limit_waits_as_long_as_retry_after_says(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_ordered_request(DISPATCH_PATH, method="POST").respond_with_json(
         {"message": "slow down"}, status=429, headers={"Retry-After": "7"}
@@ -192,7 +247,7 @@ def test_rate_limit_waits_as_long_as_retry_after_says(
 
 
 def test_persistent_server_errors_raise_after_the_last_attempt(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_request(DISPATCH_PATH, method="POST").respond_with_json({"message": "Server Error"}, status=500)
 
@@ -205,7 +260,7 @@ def test_persistent_server_errors_raise_after_the_last_attempt(
 
 
 def test_retry_after_beyond_the_time_budget_raises_instead_of_waiting(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
 ):
     httpserver.expect_request(DISPATCH_PATH, method="POST").respond_with_json(
         {"message": "rate limited"}, status=429, headers={"Retry-After": "3600"}
@@ -219,7 +274,7 @@ def test_retry_after_beyond_the_time_budget_raises_instead_of_waiting(
 
 
 def test_unreachable_github_is_retried_then_raises(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
 ):
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -243,7 +298,8 @@ def test_unreachable_github_is_retried_then_raises(
     ],
 )
 def test_client_errors_raise_at_once_with_the_likely_cause(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, status: int, cause: str
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, status: int,
+    cause: str,
 ):
     httpserver.expect_request(DISPATCH_PATH, method="POST").respond_with_json({"message": "nope"}, status=status)
 
@@ -258,6 +314,7 @@ def test_client_errors_raise_at_once_with_the_likely_cause(
 # --- The token stays secret -----------------------------------------------------------------
 def test_token_appears_in_neither_logs_nor_error_messages(
     env: None,
+    approved: str,
     token_secret: str,
     secrets: Any,
     sleeps: Sleeps,
@@ -287,26 +344,32 @@ def test_token_appears_in_neither_logs_nor_error_messages(
 
 # --- Events it does not act on --------------------------------------------------------------
 @pytest.mark.parametrize(
-    "event",
+    ("event", "field"),
     [
-        pytest.param(approved_event(status=contracts.STATUS_REJECTED), id="rejected"),
-        pytest.param(approved_event(status=contracts.STATUS_PENDING), id="pending"),
+        pytest.param(approved_event(status=contracts.STATUS_REJECTED), "detail.ModelApprovalStatus", id="rejected"),
+        pytest.param(approved_event(status=contracts.STATUS_PENDING), "detail.ModelApprovalStatus", id="pending"),
+        pytest.param(approved_event(status="approved"), "detail.ModelApprovalStatus", id="status-lowercase"),
+        pytest.param(approved_event(status="Approved "), "detail.ModelApprovalStatus", id="status-trailing-space"),
         pytest.param(
-            approved_event(
-                group="other-team", arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/other-team/1"
-            ),
+            approved_event(group=OTHER_GROUP, arn=ARN.replace(f"/{GROUP}/", f"/{OTHER_GROUP}/")),
+            "detail.ModelPackageGroupName",
             id="other-group",
         ),
+        pytest.param(approved_event(group="Churn-Test"), "detail.ModelPackageGroupName", id="group-other-case"),
+        pytest.param({**approved_event(), "source": "aws.codepipeline"}, "source", id="wrong-source"),
+        pytest.param({**approved_event(), "detail": None}, "detail", id="no-detail"),
     ],
 )
-def test_events_that_are_not_our_approvals_are_ignored_with_a_log_line(
+def test_events_the_rule_would_not_deliver_are_ignored_with_a_log_line(
     env: None,
+    approved: str,
     token_secret: str,
     secrets: Any,
     sleeps: Sleeps,
     httpserver: HTTPServer,
     caplog: pytest.LogCaptureFixture,
     event: dict[str, Any],
+    field: str,
 ):
     caplog.set_level(logging.INFO, logger=github_trigger.LOGGER.name)
 
@@ -316,27 +379,148 @@ def test_events_that_are_not_our_approvals_are_ignored_with_a_log_line(
     assert httpserver.log == []
     logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == github_trigger.LOGGER.name]
     assert [line["action"] for line in logged] == ["ignored"]
+    assert f"{field} is " in logged[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("registry_status", "reason"),
+    [
+        pytest.param(contracts.STATUS_REJECTED, "is 'Rejected' in the registry now", id="rejected-by-now"),
+        pytest.param(contracts.STATUS_PENDING, "is 'PendingManualApproval' in the registry now", id="pending"),
+    ],
+)
+def test_approved_event_for_a_package_not_approved_now_dispatches_nothing(
+    env: None, token_secret: str, secrets: Any, sagemaker: Any, sleeps: Sleeps, httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture, registry_status: str, reason: str,
+):
+    # The event said Approved; a person (or the gate) has changed the package since.
+    caplog.set_level(logging.INFO, logger=github_trigger.LOGGER.name)
+    arn = add_package(sagemaker, status=registry_status)
+
+    result = trigger(approved_event(arn=arn), secrets, sleeps)
+
+    assert (result["action"], httpserver.log) == ("ignored", [])
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == github_trigger.LOGGER.name]
+    assert (line["action"], line["model_package_arn"]) == ("ignored", arn)
+    assert reason in line["reason"]
+
+
+def test_approved_event_for_an_unknown_package_dispatches_nothing(
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+):
+    caplog.set_level(logging.INFO, logger=github_trigger.LOGGER.name)
+    unknown = ARN.replace("/churn-test/1", "/churn-test/99")
+
+    result = trigger(approved_event(arn=unknown), secrets, sleeps)
+
+    assert (result["action"], httpserver.log) == ("ignored", [])
+    assert "does not exist" in result["reason"]
+
+
+def test_approved_event_for_a_foreign_package_under_our_group_name_dispatches_nothing(
+    env: None, token_secret: str, secrets: Any, sagemaker: Any, sleeps: Sleeps, httpserver: HTTPServer,
+):
+    # Approved in another group; the event claims our group. The registry, not the event, decides.
+    foreign = add_package(sagemaker, group=OTHER_GROUP)
+
+    result = trigger(approved_event(group=GROUP, arn=foreign), secrets, sleeps)
+
+    assert (result["action"], httpserver.log) == ("ignored", [])
+    assert "another group" in result["reason"]
+    assert sagemaker.describe_model_package(ModelPackageName=foreign)["ModelApprovalStatus"] == "Approved"
+
+
+def test_registry_errors_raise_and_dispatch_nothing(
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer,
+):
+    # Throttling or a missing permission is not an answer about the package: raise, so retries and the DLQ see it.
+    denied = aws_client("sagemaker")
+    with Stubber(denied) as stub:
+        stub.add_client_error("describe_model_package", "AccessDeniedException", http_status_code=400)
+        with pytest.raises(ClientError, match="AccessDeniedException"):
+            trigger(approved_event(), secrets, sleeps, sagemaker=denied)
+
+    assert httpserver.log == []
 
 
 @pytest.mark.parametrize(
     ("event", "message"),
     [
         pytest.param("Approved", "must be a JSON object", id="not-an-object"),
-        pytest.param({**approved_event(), "source": "aws.codepipeline"}, "source", id="wrong-source"),
-        pytest.param({**approved_event(), "detail": None}, "detail must be an object", id="no-detail"),
         pytest.param(
             {**approved_event(), "detail": {"ModelPackageGroupName": GROUP, "ModelApprovalStatus": "Approved"}},
             "ModelPackageArn",
             id="no-arn",
         ),
         pytest.param(approved_event(arn="arn:aws:s3:::bucket/key"), "not a versioned model package ARN", id="bad-arn"),
+        pytest.param(approved_event(arn=ARN + "\n"), r"not a versioned model package ARN.*/1\\n'", id="arn-newline"),
+        pytest.param(approved_event(arn=" " + ARN), "not a versioned model package ARN", id="arn-leading-space"),
+        # EventBridge delivers these (an array matches when it holds the wanted value); a dispatch needs one.
+        pytest.param(approved_event(status=["Approved"]), "ModelApprovalStatus must be one string", id="status-list"),
+        pytest.param(approved_event(group=[GROUP, OTHER_GROUP]), "ModelPackageGroupName must be one string",
+                     id="group-list"),
     ],
 )
 def test_malformed_events_raise_and_dispatch_nothing(
-    env: None, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, event: Any, message: str
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer, event: Any,
+    message: str,
 ):
     with pytest.raises(MalformedEventError, match=message):
         trigger(event, secrets, sleeps)
+
+    assert httpserver.log == []
+
+
+# --- The time budget ------------------------------------------------------------------------
+def test_hanging_github_ends_in_a_clear_error_inside_the_invocations_remaining_time(
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+):
+    release = threading.Event()
+
+    def hang(request: Any) -> Response:
+        release.wait(timeout=60)  # a GitHub that accepts the request and never answers (until the test ends)
+        return Response("", status=204)
+
+    # Its own threaded server: a blocked handler must not hold up the shared fixture's later tests.
+    hanging = HTTPServer(threaded=True)
+    hanging.expect_request(DISPATCH_PATH, method="POST").respond_with_handler(hang)
+    hanging.start()
+    monkeypatch.setenv(contracts.ENV_GITHUB_API_URL, hanging.url_for("/").rstrip("/"))
+    context = LambdaContext(4.0, sleeps.now)  # a small fake budget; the real function has 60 s
+    try:
+        with pytest.raises(DispatchError, match=r"time budget of 3\.0s .*less a 1\.0s margin.*timed out") as raised:
+            trigger(approved_event(), secrets, sleeps, context=context)
+        left_ms = context.get_remaining_time_in_millis()
+    finally:
+        release.set()
+        hanging.stop()
+
+    # Lambda would still be running the function: the error reaches the log and the retries / DLQ.
+    assert left_ms > 0, "the handler overran the invocation's remaining time"
+    assert raised.value.status is None
+    assert len(hanging.log) >= 1
+
+
+def test_retries_stop_when_the_next_wait_would_overrun_the_budget(
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+):
+    httpserver.expect_request(DISPATCH_PATH, method="POST").respond_with_json({"message": "busy"}, status=503)
+    # 12 s less a 3 s margin leaves 9 s: waits of 1, 2 and 4 s fit, the next 8 s wait does not.
+    context = LambdaContext(12.0, sleeps.now)
+
+    with pytest.raises(DispatchError, match=r"failed after 4 attempt\(s\).*leaves no room to wait 8s.*HTTP 503"):
+        trigger(approved_event(), secrets, sleeps, context=context)
+
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert len(httpserver.log) == 4
+
+
+def test_no_time_left_makes_no_request(
+    env: None, approved: str, token_secret: str, secrets: Any, sleeps: Sleeps, httpserver: HTTPServer
+):
+    with pytest.raises(DispatchError, match=r"gave up after 0 attempt\(s\).*is spent"):
+        trigger(approved_event(), secrets, sleeps, context=LambdaContext(0.4, sleeps.now))
 
     assert httpserver.log == []
 
@@ -379,10 +563,11 @@ def test_api_url_defaults_to_github_com(monkeypatch: pytest.MonkeyPatch, env: No
     assert config.dispatch_url == f"https://api.github.com{DISPATCH_PATH}"
 
 
-def test_handler_without_injected_client_reads_the_secret_through_its_own_client(
-    env: None, token_secret: str, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+def test_handler_without_injected_clients_reads_registry_and_secret_through_its_own(
+    env: None, approved: str, token_secret: str, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(github_trigger, "_secrets_client", None)
+    monkeypatch.setattr(github_trigger, "_sagemaker_client", None)
     httpserver.expect_oneshot_request(DISPATCH_PATH, method="POST").respond_with_data("", status=204)
 
     result = github_trigger.handler(approved_event(), None)

@@ -44,6 +44,7 @@ def runtime(aws: str, hosting: Hosting, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _registered_package(trained_model_dir: tuple[Path, Path]) -> str:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    boto3.client("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)  # the program's part
     settings = RegisterSettings(bucket=BUCKET, group=GROUP, image_uri=contracts.inference_image_uri(REGION),
                                 stack="test")
     return register(*trained_model_dir, settings, BUILD, sagemaker=boto3.client("sagemaker"), s3=boto3.client("s3"))

@@ -537,11 +537,15 @@ def test_trigger_function_policy_grants_only_the_handlers_calls_on_named_resourc
     secret = ARNS.secret(NAMES.github_token_secret)
     logs = ARNS.log_group(f"/aws/lambda/{function_name}")
     queue = ARNS.queue(NAMES.github_trigger_dlq)
-    policy = gh.trigger_function_policy(token_secret_arn=secret, log_group_arn=logs, dead_letter_queue_arn=queue)
+    packages = ARNS.model_packages(NAMES.group)
+    policy = gh.trigger_function_policy(token_secret_arn=secret, model_packages_arn=packages, log_group_arn=logs,
+                                        dead_letter_queue_arn=queue)
     granted = {(a, r) for s in policy["Statement"] for a in s["Action"] for r in s["Resource"]}
     assert granted == {
         ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
                                           f"sagemaker-mlops/{STACK}/github-token-??????"),
+        ("sagemaker:DescribeModelPackage",
+         f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{NAMES.group.lower()}/*"),
         ("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
         ("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*"),
         ("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{NAMES.github_trigger_dlq}"),
@@ -618,7 +622,7 @@ def test_program_trigger_listens_for_the_stacks_group_and_runs_as_the_trigger_ro
     }
 
 
-def test_program_trigger_role_may_read_the_token_log_and_dead_letter_on_exactly_these_resources(
+def test_program_trigger_role_may_read_the_token_and_package_log_and_dead_letter_on_exactly_these_resources(
     prod_program: ProgramGraph,
 ) -> None:
     # Lambda refuses to create a function whose role cannot send to its DLQ: check the wiring here,
@@ -638,10 +642,12 @@ def test_program_trigger_role_may_read_the_token_log_and_dead_letter_on_exactly_
     secret_name = prod_program.one("aws:secretsmanager/secret:Secret", "github-token").inputs["name"]
     log_group = prod_program.one("aws:cloudwatch/logGroup:LogGroup", "github-trigger-logs").inputs["name"]
     queue = prod_program.one("aws:sqs/queue:Queue", "github-trigger-dlq").inputs["name"]
+    group = prod_program.outputs["modelPackageGroupName"]
     prefix = f"arn:aws:{{}}:{REGION}:{ACCOUNT_ID}:"
     assert function.inputs["deadLetterConfig"]["targetArn"] == prefix.format("sqs") + queue
     assert granted == {
         ("secretsmanager:GetSecretValue", prefix.format("secretsmanager") + f"secret:{secret_name}-??????"),
+        ("sagemaker:DescribeModelPackage", prefix.format("sagemaker") + f"model-package/{group.lower()}/*"),
         ("logs:CreateLogStream", prefix.format("logs") + f"log-group:{log_group}:*"),
         ("logs:PutLogEvents", prefix.format("logs") + f"log-group:{log_group}:*"),
         ("sqs:SendMessage", prefix.format("sqs") + queue),

@@ -223,6 +223,7 @@ ROLE_CODE = {
     "codebuild-deploy": (("training/deploy.py",), ("sagemaker", "sagemaker-runtime", "application-autoscaling",
                                                    "codepipeline")),
     "auto-approve": (("handlers/auto_approve.py",), ("sagemaker", "s3", "codepipeline")),
+    "github-trigger": (("handlers/github_trigger.py",), ("sagemaker", "secretsmanager")),
     "github-deploy": (("training/train.py", "training/register.py", "training/deploy.py"),
                       ("sagemaker", "s3", "sagemaker-runtime", "application-autoscaling", "codepipeline")),
 }
@@ -231,7 +232,9 @@ TRANSFER_CALLS = {"upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject
 _CODEBUILD = {"logs:CreateLogStream", "logs:PutLogEvents",  # the build's own log group
               # CodeBuild fetches the pipeline's input artifacts from the bucket.
               "s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion"}
-_REGISTER = {"sagemaker:AddTags"}  # CreateModelPackage carries Tags
+_REGISTER = {"sagemaker:AddTags",  # CreateModelPackage carries Tags
+             # delete_object with a VersionId (cleanup after a failed registration) is DeleteObjectVersion.
+             "s3:DeleteObjectVersion"}
 _DEPLOY = {
     "iam:PassRole",  # CreateModel names the execution role
     # Application Auto Scaling checks that whoever registers a variant and its target-tracking policy could
@@ -246,16 +249,18 @@ NEEDED_BEYOND_CALLS = {
     "codebuild-deploy": _CODEBUILD | _DEPLOY,
     "auto-approve": {"logs:CreateLogStream", "logs:PutLogEvents",
                      "sqs:SendMessage"},  # Lambda's own dead-letter queue for failed invocations
+    "github-trigger": {"logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"},  # as auto-approve
     "github-deploy": _REGISTER | _DEPLOY,
 }
 # Called by the code but deliberately not granted, and why.
+# register.remove_uploads deletes without a version id only in an unversioned bucket; the stack's bucket
+# keeps versions, so there it always deletes by version (s3:DeleteObjectVersion, granted above).
+_UNVERSIONED_DELETE = {"s3:DeleteObject"}
 CALLED_NOT_GRANTED = {
-    # register.ensure_group creates a missing group for runs without the program (the embedded run);
-    # in a stack the program owns the group, so no role may create one.
-    "codebuild-train": {"sagemaker:CreateModelPackageGroup"},
-    "github-deploy": {"sagemaker:CreateModelPackageGroup",
-                      # --record-pipeline-approval is the CodePipeline path; the workflows never pass it.
-                      "codepipeline:GetPipelineState"},
+    "codebuild-train": _UNVERSIONED_DELETE,
+    "github-deploy": _UNVERSIONED_DELETE | {
+        # --record-pipeline-approval is the CodePipeline path; the workflows never pass it.
+        "codepipeline:GetPipelineState"},
 }
 
 
@@ -294,7 +299,7 @@ def test_role_allows_exactly_the_calls_its_code_makes(principal: str) -> None:
     files, services = ROLE_CODE[principal]
     called = _iam_actions_called(files, services)
     assert called, f"no AWS calls found in {files}: the scan is broken"
-    graph = (run_program("prod") if principal == "github-deploy"
+    graph = (run_program("prod") if principal in ("github-deploy", "github-trigger")
              else run_program("prod", {"orchestrator": "codepipeline", "approvalMode": "auto"}))
     granted = _granted(_role_policy(graph, principal))
     expected = (called - CALLED_NOT_GRANTED.get(principal, set())) | NEEDED_BEYOND_CALLS[principal]

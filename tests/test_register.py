@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import boto3
 import botocore.session
 import pytest
 import yaml
+from botocore.stub import ANY, Stubber
 from moto.backends import get_backend
 from moto.core.models import DEFAULT_ACCOUNT_ID
 
@@ -51,7 +53,11 @@ def build_env(aws: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})  # as ArtifactStore's
+    boto3.client("sagemaker").create_model_package_group(
+        ModelPackageGroupName=GROUP, ModelPackageGroupDescription="by the program")
     return env
 
 
@@ -139,17 +145,9 @@ def test_package_is_tagged_with_project_and_stack(registered: tuple[str, Path]) 
     assert tags == {contracts.TAG_PROJECT: contracts.PROJECT, contracts.TAG_STACK: STACK}
 
 
-def test_missing_group_is_created_with_the_stack_tags(registered: tuple[str, Path]) -> None:
-    sagemaker = boto3.client("sagemaker")
-    group_arn = sagemaker.describe_model_package_group(ModelPackageGroupName=GROUP)["ModelPackageGroupArn"]
-    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=group_arn)["Tags"]}
-    assert tags == {contracts.TAG_PROJECT: contracts.PROJECT, contracts.TAG_STACK: STACK}
-
-
 def test_existing_group_is_kept_and_each_build_adds_a_version(
         build_env: dict[str, str], trained_model_dir: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     sagemaker = boto3.client("sagemaker")
-    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP, ModelPackageGroupDescription="by the program")
     first = register(*trained_model_dir)
     monkeypatch.setenv("CODEBUILD_BUILD_ID", "sagemaker-mlops-test-train:second-build")
     second = register(*trained_model_dir)
@@ -159,6 +157,164 @@ def test_existing_group_is_kept_and_each_build_adds_a_version(
     assert group["ModelPackageGroupDescription"] == "by the program"
     urls = {_describe(a)["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] for a in (first, second)}
     assert len(urls) == 2
+
+
+# --- Failing closed: nothing left behind, one line that says what to fix ---------------------
+def _bucket_contents() -> list[str]:
+    """Every object version and delete marker in the bucket: a failed run must leave none."""
+    listed = boto3.client("s3").list_object_versions(Bucket=BUCKET)
+    return [f"{v['Key']}@{v['VersionId']}" for v in listed.get("Versions", []) + listed.get("DeleteMarkers", [])]
+
+
+def _groups() -> list[str]:
+    summaries = boto3.client("sagemaker").list_model_package_groups()["ModelPackageGroupSummaryList"]
+    return [g["ModelPackageGroupName"] for g in summaries]
+
+
+def test_mistyped_group_is_refused_naming_the_variable_and_the_stack_output(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(contracts.ENV_MODEL_PACKAGE_GROUP_NAME, "churn-tset")
+
+    code = main(["--model-dir", str(trained_model_dir[0]), "--output-dir", str(trained_model_dir[1])])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "model package group 'churn-tset' does not exist" in err
+    assert contracts.ENV_MODEL_PACKAGE_GROUP_NAME in err and "pulumi stack output modelPackageGroupName" in err
+    assert _groups() == [GROUP]  # no second registry
+    assert _bucket_contents() == []  # refused before uploading anything
+
+
+class PutObjects:
+    """Counts the PutObject calls S3 accepted, through the client's own event hooks."""
+
+    def __init__(self, s3: Any) -> None:
+        self.accepted = 0
+        s3.meta.events.register("after-call.s3.PutObject", self._record)
+
+    def _record(self, http_response: Any, **_: Any) -> None:
+        self.accepted += http_response.status_code == 200
+
+
+GROUP_DESCRIPTION = {
+    "ModelPackageGroupName": GROUP,
+    "ModelPackageGroupArn": f"arn:aws:sagemaker:us-east-1:123456789012:model-package-group/{GROUP}",
+    "CreationTime": datetime(2026, 1, 1, tzinfo=timezone.utc),
+    "CreatedBy": {},
+    "ModelPackageGroupStatus": "Completed",
+}
+
+
+def test_failed_create_model_package_removes_both_uploads_and_their_versions(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path]) -> None:
+    # moto's S3 keeps the uploads (versioned, like the stack's bucket); SageMaker refuses the package.
+    s3 = boto3.client("s3")
+    puts = PutObjects(s3)
+    sagemaker = boto3.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_model_package_group", GROUP_DESCRIPTION, {"ModelPackageGroupName": GROUP})
+        stub.add_client_error("create_model_package", "ResourceLimitExceeded",
+                              "You have reached the limit of model packages", http_status_code=400)
+        with pytest.raises(RegistrationError) as raised:
+            register(*trained_model_dir, sagemaker=sagemaker, s3=s3)
+        stub.assert_no_pending_responses()
+
+    assert puts.accepted == 2, "both files were uploaded before the package was refused"
+    assert _bucket_contents() == []
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"sagemaker:CreateModelPackage on model package group '{GROUP}' failed")
+    assert "ResourceLimitExceeded" in message
+
+
+def test_uploads_that_cannot_be_removed_are_named_for_deletion_by_hand(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path]) -> None:
+    # Access denied is IAM's answer, which moto does not evaluate: S3 is stubbed here (real API shapes).
+    s3 = boto3.client("s3")
+    sagemaker = boto3.client("sagemaker")
+    with Stubber(s3) as s3_stub, Stubber(sagemaker) as sm_stub:
+        sm_stub.add_response("describe_model_package_group", GROUP_DESCRIPTION)
+        s3_stub.add_response("put_object", {"ETag": '"1"', "VersionId": "model-v1"})
+        s3_stub.add_response("put_object", {"ETag": '"2"', "VersionId": "metrics-v1"})
+        sm_stub.add_client_error("create_model_package", "ValidationException", "bad request")
+        for version in ("metrics-v1", "model-v1"):  # newest first
+            s3_stub.add_client_error("delete_object", "AccessDenied", "Access Denied", http_status_code=403,
+                                     expected_params={"Bucket": BUCKET, "Key": ANY, "VersionId": version})
+        with pytest.raises(RegistrationError) as raised:
+            register(*trained_model_dir, sagemaker=sagemaker, s3=s3)
+        s3_stub.assert_no_pending_responses()
+
+    message = str(raised.value)
+    assert "delete by hand" in message
+    assert f"/{contracts.MODEL_ARCHIVE} version model-v1 (AccessDenied" in message
+    assert f"/{contracts.EVALUATION_FILE} version metrics-v1 (AccessDenied" in message
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        pytest.param("AccessDeniedException", "permissions: the identity running this needs "
+                     f"sagemaker:DescribeModelPackageGroup on model package group '{GROUP}'", id="access-denied"),
+        pytest.param("ExpiredTokenException", "credentials are invalid or expired", id="expired-credentials"),
+        pytest.param("ThrottlingException", "run it again", id="throttled"),
+    ],
+)
+def test_aws_errors_end_in_one_line_naming_the_call_resource_and_fix(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path], code: str, fix: str) -> None:
+    sagemaker = boto3.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("describe_model_package_group", code, "the service said no", http_status_code=400)
+        with pytest.raises(RegistrationError) as raised:
+            register(*trained_model_dir, sagemaker=sagemaker, s3=boto3.client("s3"))
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"sagemaker:DescribeModelPackageGroup on model package group '{GROUP}' failed")
+    assert fix in message
+    assert _bucket_contents() == []
+
+
+def _no_aws_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # No profile files, and no instance-metadata lookup (it would leave the machine).
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def test_no_region_ends_in_one_line_saying_to_set_it(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _no_aws_configuration(monkeypatch, tmp_path)
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+
+    code = main(["--model-dir", str(trained_model_dir[0]), "--output-dir", str(trained_model_dir[1]),
+                 "--arn-file", str(tmp_path / contracts.MODEL_PACKAGE_ARN_FILE)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "boto3.client('sagemaker')" in err and "NoRegionError" in err and "export AWS_DEFAULT_REGION=" in err
+
+
+def test_no_credentials_end_in_one_line_saying_how_to_sign_in(
+        build_env: dict[str, str], trained_model_dir: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _no_aws_configuration(monkeypatch, tmp_path)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    code = main(["--model-dir", str(trained_model_dir[0]), "--output-dir", str(trained_model_dir[1]),
+                 "--arn-file", str(tmp_path / contracts.MODEL_PACKAGE_ARN_FILE)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"sagemaker:DescribeModelPackageGroup on model package group '{GROUP}'" in err
+    assert "NoCredentialsError" in err and "no usable AWS credentials" in err
 
 
 def test_github_actions_run_is_the_build_and_pipeline_execution() -> None:

@@ -537,7 +537,14 @@ def test_trigger_lambda_as_configured_dispatches_the_deploy_workflow_inputs_whic
     assert workflow in workflows, f"the trigger dispatches {workflow}, which is not in .github/workflows"
     path = f"/repos/{env[contracts.ENV_DEPLOY_REPOSITORY]}/actions/workflows/{workflow}/dispatches"
     httpserver.expect_oneshot_request(path, method="POST").respond_with_data("", status=204)
-    arn = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/7"
+    # The trigger dispatches only what the registry shows Approved in the group.
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=group, ModelApprovalStatus=contracts.STATUS_APPROVED,
+        InferenceSpecification={"Containers": [{"Image": contracts.inference_image_uri("us-east-1")}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )["ModelPackageArn"]
     event = {
         "source": contracts.EVENT_SOURCE,
         "detail-type": contracts.EVENT_DETAIL_TYPE,
@@ -545,7 +552,7 @@ def test_trigger_lambda_as_configured_dispatches_the_deploy_workflow_inputs_whic
                    "ModelApprovalStatus": contracts.STATUS_APPROVED},
     }
 
-    github_trigger.handler(event, None, secrets=secrets, sleep=lambda _: None)
+    github_trigger.handler(event, None, secrets=secrets, sagemaker=sagemaker, sleep=lambda _: None)
 
     httpserver.check_assertions()
     (request, _response), = httpserver.log

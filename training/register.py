@@ -3,10 +3,15 @@
     python -m training.register [--model-dir D] [--output-dir D] [--arn-file F] [--training-data URI]
 
 Reads model.joblib (SM_MODEL_DIR or --model-dir) and evaluation.json (SM_OUTPUT_DATA_DIR or
---output-dir), packs model.tar.gz (model.joblib + code/inference.py), uploads it and the metrics to
-ARTIFACT_BUCKET under <stack>/model-builds/<build id>/, creates the package with status
+--output-dir), packs model.tar.gz (model.joblib + code/inference.py), checks that the stack's model
+package group exists (the program owns it: register never creates one), uploads the archive and the
+metrics to ARTIFACT_BUCKET under <stack>/model-builds/<build id>/, creates the package with status
 PendingManualApproval, its metrics, the git commit and the build, and writes the package ARN to
 model_package_arn.txt for the approval and deploy steps.
+
+A failure after the upload removes what was uploaded (the object versions this run created), so a
+failed run leaves nothing behind. Every failure ends in one line on stderr naming the call, the
+resource and the likely fix, and exit code 2.
 
 Environment: ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP_NAME, INFERENCE_IMAGE_URI, MLOPS_STACK (required),
 MLOPS_PROJECT (default sagemaker-mlops); build identity from CodeBuild (CODEBUILD_BUILD_ID,
@@ -34,8 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.exceptions import S3UploadFailedError
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
 
 import contracts
 from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE
@@ -56,8 +70,57 @@ TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
 _METADATA_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 
+# The stack output that holds the group's name (__main__.py exports it).
+GROUP_STACK_OUTPUT = "modelPackageGroupName"
+# AWS error codes by their likely fix.
+_CREDENTIAL_ERRORS = {
+    "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken",
+    "MissingAuthenticationToken", "SignatureDoesNotMatch", "UnrecognizedClientException",
+}
+_PERMISSION_ERRORS = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation"}
+_THROTTLING_ERRORS = {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException"}
+
+
 class RegistrationError(Exception):
     """Registration cannot proceed; the message names what is missing and how to supply it."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def aws_failure(call: str, resource: str, exc: Exception, hint: str = "") -> RegistrationError:
+    """One line: the call (as its IAM action), the resource, what AWS said and the likely fix."""
+    if isinstance(exc, NoRegionError):
+        # boto3 reads AWS_DEFAULT_REGION (or the profile's region); AWS_REGION alone is not enough for it.
+        fix = ("no AWS region is configured: export AWS_DEFAULT_REGION=<the stack's region> "
+               "(or set region in your AWS profile)")
+    elif isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        fix = ("no usable AWS credentials: sign in (e.g. `aws sso login`, or export AWS_PROFILE or "
+               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) as an identity of the stack's account")
+    elif isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        fix = "AWS could not be reached: check the network, the region (AWS_DEFAULT_REGION) and any AWS_ENDPOINT_URL"
+    elif isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _CREDENTIAL_ERRORS:
+            fix = "the AWS credentials are invalid or expired: sign in again (e.g. `aws sso login`)"
+        elif code in _PERMISSION_ERRORS:
+            fix = (f"permissions: the identity running this needs {call} on {resource} (in a stack the train "
+                   "CodeBuild role and the GitHub deploy role have it; by hand, use a role with the same grants)")
+        elif code in _THROTTLING_ERRORS:
+            fix = "AWS throttled the request: run it again in a minute"
+        else:
+            fix = hint or "see AWS's message above"
+    else:
+        fix = hint or "see the message above"
+    return RegistrationError(_one_line(f"{call} on {resource} failed ({type(exc).__name__}: {exc}); {fix}"))
+
+
+def _client(service: str) -> Any:
+    try:
+        return boto3.client(service)
+    except BotoCoreError as exc:  # NoRegionError for a regional service without a configured region
+        raise aws_failure(f"boto3.client({service!r})", "this shell's AWS configuration", exc) from None
 
 
 @dataclass(frozen=True)
@@ -194,24 +257,75 @@ def _training_data(output_dir: Path) -> str:
         return "unknown"
 
 
-def ensure_group(sagemaker: Any, settings: RegisterSettings) -> None:
-    """Create the stack's group if it is missing (normally the program's ModelRegistry created it)."""
+def require_group(sagemaker: Any, settings: RegisterSettings) -> None:
+    """The stack's group must exist. The program owns it (ModelRegistry): a mistyped name must fail here,
+    never start a second registry that no approval rule, role or teardown knows about."""
+    resource = f"model package group {settings.group!r}"
     try:
         sagemaker.describe_model_package_group(ModelPackageGroupName=settings.group)
-        return
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
-            raise
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message", "")).lower()
+        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
+            "does not exist" in message or "not found" in message
+        ):
+            raise RegistrationError(
+                f"{resource} does not exist: {contracts.ENV_MODEL_PACKAGE_GROUP_NAME} must name the group the "
+                f"program created for the stack (`pulumi stack output {GROUP_STACK_OUTPUT}`); register never "
+                "creates one"
+            ) from None
+        raise aws_failure("sagemaker:DescribeModelPackageGroup", resource, exc,
+                          f"check {contracts.ENV_MODEL_PACKAGE_GROUP_NAME} "
+                          f"(`pulumi stack output {GROUP_STACK_OUTPUT}`)") from None
+    except BotoCoreError as exc:
+        raise aws_failure("sagemaker:DescribeModelPackageGroup", resource, exc) from None
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    version_id: str | None
+    """What PutObject answered: set when the bucket keeps versions (the stack's does)."""
+
+
+def _put(s3: Any, bucket: str, key: str, body: Any, **extra: str) -> Upload:
+    # One PutObject per file (the archive of a scikit-learn model is far below its 5 GB limit): its answer
+    # carries the version id that cleanup must delete, which the multipart transfer helpers do not return.
     try:
-        sagemaker.create_model_package_group(
-            ModelPackageGroupName=settings.group,
-            ModelPackageGroupDescription=f"{settings.project} models of stack {settings.stack}",
-            Tags=_tags(settings),
-        )
-    except ClientError as exc:
-        # Another build created it between our describe and create: that is the state we want.
-        if "already exists" not in str(exc):
-            raise
+        reply = s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+    except (ClientError, BotoCoreError) as exc:
+        raise aws_failure("s3:PutObject", f"s3://{bucket}/{key}", exc,
+                          f"check that {contracts.ENV_ARTIFACT_BUCKET} names the stack's artifact bucket "
+                          "(`pulumi stack output artifactBucket`)") from None
+    return Upload(key, reply.get("VersionId"))
+
+
+def remove_uploads(s3: Any, bucket: str, uploads: Sequence[Upload]) -> list[str]:
+    """Delete exactly what this run uploaded; the objects that could not be removed, with the reason.
+
+    In a versioned bucket a plain delete only hides the object behind a delete marker (and keeps paying
+    for it), so each version this run created is deleted by its id.
+    """
+    left: list[str] = []
+    for upload in reversed(uploads):
+        where = f"s3://{bucket}/{upload.key}"
+        try:
+            if upload.version_id:
+                s3.delete_object(Bucket=bucket, Key=upload.key, VersionId=upload.version_id)
+            else:
+                s3.delete_object(Bucket=bucket, Key=upload.key)
+        except (ClientError, BotoCoreError) as exc:
+            version = f" version {upload.version_id}" if upload.version_id else ""
+            left.append(_one_line(f"{where}{version} ({type(exc).__name__}: {exc})"))
+    return left
+
+
+def _create_package(sagemaker: Any, request: Mapping[str, Any], settings: RegisterSettings) -> str:
+    try:
+        return sagemaker.create_model_package(**request)["ModelPackageArn"]
+    except (ClientError, BotoCoreError) as exc:
+        raise aws_failure("sagemaker:CreateModelPackage", f"model package group {settings.group!r}", exc,
+                          "the request is in training/register.py (model_package_request)") from None
 
 
 def _tags(settings: RegisterSettings) -> list[dict[str, str]]:
@@ -273,13 +387,15 @@ def model_package_request(settings: RegisterSettings, build: BuildInfo, *, model
 def register(model_dir: Path, output_dir: Path, settings: RegisterSettings | None = None,
              build: BuildInfo | None = None, *, training_data: str | None = None, arn_file: Path | None = None,
              sagemaker: Any = None, s3: Any = None) -> str:
-    """Upload the model and its metrics, create the model package, return its ARN (and write it to arn_file)."""
+    """Upload the model and its metrics, create the model package, return its ARN (and write it to arn_file).
+
+    Nothing is uploaded unless the group exists; if anything fails after the first upload, the uploads
+    are removed again before the error propagates.
+    """
     settings = settings or RegisterSettings.from_env(os.environ)
     build = build or BuildInfo.from_env(os.environ)
     evaluation, evaluation_bytes = read_evaluation(output_dir)
     training_data = training_data or _training_data(output_dir)
-    sagemaker = sagemaker or boto3.client("sagemaker")
-    s3 = s3 or boto3.client("s3")
 
     prefix = f"{settings.stack}/model-builds/{build.key_segment}"
     model_key = f"{prefix}/{contracts.MODEL_ARCHIVE}"
@@ -287,32 +403,44 @@ def register(model_dir: Path, output_dir: Path, settings: RegisterSettings | Non
     with tempfile.TemporaryDirectory(prefix="register-") as scratch:
         archive = build_model_archive(model_dir, Path(scratch))
         archive_digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        sagemaker = sagemaker or _client("sagemaker")
+        s3 = s3 or _client("s3")
+        require_group(sagemaker, settings)
+        uploads: list[Upload] = []
         try:
-            s3.upload_file(str(archive), settings.bucket, model_key)
-            s3.upload_fileobj(io.BytesIO(evaluation_bytes), settings.bucket, metrics_key,
-                              ExtraArgs={"ContentType": "application/json"})
-        # upload_file reports S3 errors as S3UploadFailedError, not ClientError.
-        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-            raise RegistrationError(
-                f"could not upload to s3://{settings.bucket}/{prefix}/ ({exc}); check that "
-                f"{contracts.ENV_ARTIFACT_BUCKET} names the stack's artifact bucket and that this role may write to it"
-            ) from exc
-
-    request = model_package_request(
-        settings, build,
-        model_url=f"s3://{settings.bucket}/{model_key}",
-        metrics_url=f"s3://{settings.bucket}/{metrics_key}",
-        metrics_digest=f"sha256:{hashlib.sha256(evaluation_bytes).hexdigest()}",
-        evaluation=evaluation,
-        training_data=training_data,
-        # A retried build with the same artifact gets the same package instead of a duplicate.
-        client_token=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.group}/{build.build_id}/{archive_digest}")),
-    )
-    ensure_group(sagemaker, settings)
-    arn = sagemaker.create_model_package(**request)["ModelPackageArn"]
+            with archive.open("rb") as body:
+                uploads.append(_put(s3, settings.bucket, model_key, body))
+            uploads.append(_put(s3, settings.bucket, metrics_key, io.BytesIO(evaluation_bytes),
+                                ContentType="application/json"))
+            request = model_package_request(
+                settings, build,
+                model_url=f"s3://{settings.bucket}/{model_key}",
+                metrics_url=f"s3://{settings.bucket}/{metrics_key}",
+                metrics_digest=f"sha256:{hashlib.sha256(evaluation_bytes).hexdigest()}",
+                evaluation=evaluation,
+                training_data=training_data,
+                # A retried build with the same artifact gets the same package instead of a duplicate.
+                client_token=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.group}/{build.build_id}/{archive_digest}")),
+            )
+            # If SageMaker created the package but its answer was lost, the package now points at deleted
+            # files: the approval gate rejects a package whose metrics it cannot read, so that fails closed.
+            arn = _create_package(sagemaker, request, settings)
+        except BaseException as exc:
+            left = remove_uploads(s3, settings.bucket, uploads)
+            if left:
+                note = f"; could not remove what this run uploaded, delete by hand: {'; '.join(left)}"
+                if isinstance(exc, RegistrationError):
+                    raise RegistrationError(f"{exc}{note}") from None
+                exc.add_note(note)
+            raise
     if arn_file is not None:
-        arn_file.parent.mkdir(parents=True, exist_ok=True)
-        arn_file.write_text(arn)
+        try:
+            arn_file.parent.mkdir(parents=True, exist_ok=True)
+            arn_file.write_text(arn)
+        except OSError as exc:
+            raise RegistrationError(
+                f"registered {arn} but could not write {arn_file} ({exc}); pass --arn-file a writable path"
+            ) from None
     return arn
 
 
@@ -334,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         arn = register(args.model_dir, args.output_dir, training_data=args.training_data, arn_file=args.arn_file)
     except RegistrationError as exc:
-        print(f"registration failed: {exc}", file=sys.stderr)
+        print(f"registration failed: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     print(f"registered {arn} ({contracts.STATUS_PENDING}); ARN written to {args.arn_file}", flush=True)
     return 0
