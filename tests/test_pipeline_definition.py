@@ -22,7 +22,6 @@ from typing import Any
 import botocore.session
 import pytest
 import yaml
-from botocore.model import Shape
 from botocore.validate import ParamValidator
 
 import contracts
@@ -152,18 +151,18 @@ class Resolver:
 
 def _check_describe_path(step: Mapping[str, Any], prop: str, path: str) -> None:
     """The property path exists in the output shape of the Describe call for the step's job type."""
-    shape: Shape = SAGEMAKER.operation_model(DESCRIBE[step["Type"]]).output_shape
+    shape: Any = SAGEMAKER.operation_model(DESCRIBE[step["Type"]]).output_shape
     for token in re.findall(r"[A-Za-z0-9]+|\['[^']+'\]", prop):
         if token.startswith("["):
             assert shape.type_name == "list", f"{path}: {token} indexes a {shape.type_name}"
-            shape = shape.member  # type: ignore[attr-defined]
+            shape = shape.member
             continue
-        assert shape.type_name == "structure" and token in shape.members, (  # type: ignore[attr-defined]
+        assert shape.type_name == "structure" and token in shape.members, (
             f"{path}: {token} is not in {DESCRIBE[step['Type']]}'s answer")
-        shape = shape.members[token]  # type: ignore[attr-defined]
+        shape = shape.members[token]
 
 
-def _limit_problems(shape: Shape, value: Any, where: str) -> list[str]:
+def _limit_problems(shape: Any, value: Any, where: str) -> list[str]:
     """Maxima, enums and (non-Unicode-class) patterns: botocore's client-side validation checks none of them."""
     problems = []
     enum = getattr(shape, "enum", None)
@@ -177,15 +176,16 @@ def _limit_problems(shape: Shape, value: Any, where: str) -> list[str]:
     pattern = shape.metadata.get("pattern")
     if isinstance(value, str) and pattern and "\\p{" not in pattern and not re.fullmatch(pattern, value):
         problems.append(f"{where}: {value!r} does not match {pattern}")
+    container: Any = value  # the isinstance checks above narrowed `value`; the shape says what it is
     if shape.type_name == "structure":
-        for name, item in value.items():
-            problems += _limit_problems(shape.members[name], item, f"{where}.{name}")  # type: ignore[attr-defined]
+        for name, item in container.items():
+            problems += _limit_problems(shape.members[name], item, f"{where}.{name}")
     elif shape.type_name == "list":
-        for index, item in enumerate(value):
-            problems += _limit_problems(shape.member, item, f"{where}[{index}]")  # type: ignore[attr-defined]
+        for index, item in enumerate(container):
+            problems += _limit_problems(shape.member, item, f"{where}[{index}]")
     elif shape.type_name == "map":
-        for key, item in value.items():
-            problems += _limit_problems(shape.value, item, f"{where}[{key}]")  # type: ignore[attr-defined]
+        for key, item in container.items():
+            problems += _limit_problems(shape.value, item, f"{where}[{key}]")
     return problems
 
 
@@ -308,8 +308,8 @@ def test_bad_thresholds_are_refused_naming_the_problem(thresholds: dict[str, flo
 def _inline_request(target: pd.PipelineTarget, evaluation: Mapping[str, Any]) -> dict[str, Any]:
     settings = register.RegisterSettings(bucket=target.bucket, group=target.group, image_uri=target.image_uri,
                                          stack=target.stack, project=target.project)
-    build = register.BuildInfo(build_id=BUILD_ID, generated_by=f"arn:aws:codebuild:us-east-1:123456789012:build/{BUILD_ID}",
-                               commit=COMMIT, pipeline_execution=EXECUTION_ID)
+    build = register.BuildInfo(build_id=BUILD_ID, commit=COMMIT, pipeline_execution=EXECUTION_ID,
+                               generated_by=f"arn:aws:codebuild:us-east-1:123456789012:build/{BUILD_ID}")
     return register.model_package_request(
         settings, build, model_url="s3://b/m.tar.gz", metrics_url="s3://b/evaluation.json",
         metrics_digest="sha256:" + "0" * 64, evaluation=evaluation, training_data=target.training_data_uri,
@@ -363,10 +363,9 @@ def test_register_values_equal_the_inline_request_where_the_pipeline_knows_them(
         "Stack": inline["CustomerMetadataProperties"]["Stack"], "TrainingData": target.training_data_uri,
         "PipelineExecution": EXECUTION_ID, "BuildId": inline["CustomerMetadataProperties"]["BuildId"]}
     auc = evaluation["binary_classification_metrics"]["auc"]["value"]
-    assert inline["ModelPackageDescription"] == (
-        f"{target.project}/{target.stack} churn model from commit {COMMIT[:12]}, build {BUILD_ID}, holdout AUC {auc:.4f}")
-    assert piped["ModelPackageDescription"] == (
-        f"{target.project}/{target.stack} churn model from commit {COMMIT}, build {BUILD_ID}, holdout AUC {auc}")
+    about = f"{target.project}/{target.stack} churn model from commit"
+    assert inline["ModelPackageDescription"] == f"{about} {COMMIT[:12]}, build {BUILD_ID}, holdout AUC {auc:.4f}"
+    assert piped["ModelPackageDescription"] == f"{about} {COMMIT}, build {BUILD_ID}, holdout AUC {auc}"
 
 
 def test_register_offers_the_instance_types_register_py_offers() -> None:
