@@ -498,12 +498,58 @@ def test_processing_entrypoint_unpacks_the_code_and_runs_its_module_with_the_arg
     def local(arg: str) -> str:
         return arg.replace("/opt/ml/", f"{root}/")
 
-    argv = [local(a) for a in prepare["ContainerEntrypoint"] + prepare["ContainerArguments"]]
+    argv: list[Any] = [local(a) if isinstance(a, str) else a
+                       for a in prepare["ContainerEntrypoint"] + prepare["ContainerArguments"]]
+    data_uri = TARGETS["dev"].training_data_uri
+    argv = [data_uri if isinstance(a, dict) else a for a in argv]
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (f"contracts from the archive ['--input', '{root}/processing/input/data', "
-                                   f"'--output', '{root}/processing/output']")
+    assert done.stdout.strip() == (
+        f"contracts from the archive ['--input', '{root}/processing/input/data', '--output', "
+        f"'{root}/processing/output', '--source-uri', '{data_uri}', '--failure-file', '{root}/output/message']")
+
+
+@pytest.mark.parametrize(("step", "module"), [(contracts.STEP_PREPARE, "training.prepare"),
+                                              (contracts.STEP_EVALUATE, "training.evaluate")])
+def test_processing_arguments_are_accepted_by_the_script_the_step_runs(
+        step: str, module: str, evaluation: dict[str, Any]) -> None:
+    import importlib
+
+    pipeline = pd.definition(TARGETS["dev"])
+    app = _request(pd.find_step(pipeline, step), Resolver(pipeline, TARGETS["dev"], evaluation))["AppSpecification"]
+    assert app["ContainerEntrypoint"][-1] == module
+    args = importlib.import_module(module).parse_args(app["ContainerArguments"])
+    assert args.failure_file == Path(pd.EXIT_MESSAGE_FILE)
+    if step == contracts.STEP_PREPARE:
+        assert (args.input, args.output) == (Path("/opt/ml/processing/input/data"), Path("/opt/ml/processing/output"))
+        assert args.source_uri == TARGETS["dev"].training_data_uri
+    else:
+        assert args.model == Path(f"/opt/ml/processing/input/model/{contracts.MODEL_ARCHIVE}")
+
+
+IMAGE_PYTHON = ROOT / ".venv-image" / "bin" / "python"
+
+
+@pytest.mark.skipif(not IMAGE_PYTHON.exists(), reason=".venv-image is not built (make install builds it)")
+def test_training_command_line_made_by_the_toolkit_is_accepted_by_train(evaluation: dict[str, Any]) -> None:
+    from training import train
+
+    pipeline = pd.definition(TARGETS["dev"])
+    hyperparameters = _request(pd.find_step(pipeline, contracts.STEP_TRAIN),
+                               Resolver(pipeline, TARGETS["dev"], evaluation))["HyperParameters"]
+    # What the image's toolkit does: json-decode each value, keep the user's (non-sagemaker_) ones and turn
+    # them into a command line with its own mapping.to_cmd_args.
+    script = ("import json, sys\n"
+              "from sagemaker_training import mapping\n"
+              "hps = {k: json.loads(v) for k, v in json.loads(sys.argv[1]).items()}\n"
+              "user = {k: v for k, v in hps.items() if not k.startswith('sagemaker_')}\n"
+              "print(json.dumps(mapping.to_cmd_args(user)))\n")
+    done = subprocess.run([str(IMAGE_PYTHON), "-c", script, json.dumps(hyperparameters)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    argv = json.loads(done.stdout)
+    assert argv == ["--seed", "42"]
+    assert train.parse_args(argv, {}).seed == 42
 
 
 # --- Cost on paper -----------------------------------------------------------------------------------------
