@@ -63,7 +63,12 @@ TRAIN_BUILD_ENV = (
     ENV_INFERENCE_IMAGE_URI,
     ENV_MLOPS_PROJECT,
     ENV_MLOPS_STACK,
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
+# Of TRAIN_BUILD_ENV, set only where the compute is `pipeline` (a `build` stack has no pipeline to name).
+PIPELINE_ONLY_BUILD_ENV = (ENV_MODEL_BUILD_PIPELINE,)
 DEPLOY_BUILD_ENV = (
     ENV_ARTIFACT_BUCKET,
     ENV_MODEL_PACKAGE_GROUP_NAME,
@@ -274,6 +279,11 @@ GITHUB_VARIABLES = (
     "SAGEMAKER_EXECUTION_ROLE_ARN",
     "DEPLOYMENT_STAGES",
     "PULUMI_STACK",
+    # model-build.yml: where the data is, where the model is built, and (compute `pipeline` only) which
+    # SageMaker pipeline it starts.
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
 GITHUB_SECRETS = (
     "AWS_PREVIEW_ROLE_ARN",
@@ -335,6 +345,21 @@ class TrainingSettings:
 
 
 COMPUTE_CHOICES = ("pipeline", "build")
+# What SageMaker may spend on one job before its runtime limit starts counting (instance provisioning,
+# image pull, spot capacity aside): an allowance, not a measurement.
+JOB_START_ALLOWANCE_SECONDS = 600
+
+
+def model_build_wait_seconds(training: TrainingSettings) -> int:
+    """The longest a pipeline execution can take under these settings: Prepare and Evaluate up to their
+    runtime limit, Train up to its spot wait limit (or runtime limit), each plus the start allowance.
+
+    The build waits this long before it stops the execution; the CodeBuild train project's timeout
+    (and the workflow job's) must exceed it, or the build would die without stopping the execution.
+    """
+    train = training.max_wait_seconds if training.use_spot and training.max_wait_seconds else \
+        training.max_runtime_seconds
+    return 2 * training.max_runtime_seconds + train + 3 * JOB_START_ALLOWANCE_SECONDS
 
 
 @dataclass(frozen=True)
