@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,6 @@ def main() -> None:
         "oidc_provider_arn": settings.github.oidc_provider_arn,
         "model_build": ModelBuildAccess(
             compute=settings.model_build.training.compute,
-            instance_type=settings.model_build.training.instance_type,
             custom_training_data_uri=settings.model_build.custom_training_data_uri,
         ),
     }
@@ -175,12 +175,24 @@ def main() -> None:
         pulumi.export("modelBuildPipelineName", model_build.pipeline_name)
 
 
-def _sample_data_asset() -> pulumi.asset.FileAsset:
-    """The synthetic churn table as a file, so the state records its hash and path, not its rows."""
-    from training.sample_data import write_sample
+SAMPLE_DATA_DIR = Path("build") / "sample-data"
 
-    path = Path("build") / "sample-data" / "churn.csv"
-    write_sample(path)
+
+def _sample_data_asset() -> pulumi.asset.FileAsset:
+    """The synthetic churn table as a generated file, so the state keeps its hash and path, not its rows.
+
+    Relative to the project directory, where the CLI runs the program and reads the asset. Written aside
+    and moved into place, and only when it differs, so concurrent runs never read a half-written file.
+    """
+    from training.sample_data import SAMPLE_FILE, sample_csv
+
+    content = sample_csv()
+    path = SAMPLE_DATA_DIR / SAMPLE_FILE
+    if not path.is_file() or path.read_bytes() != content:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{SAMPLE_FILE}.{os.getpid()}")
+        partial.write_bytes(content)
+        partial.replace(path)
     return pulumi.FileAsset(str(path))
 
 

@@ -201,8 +201,16 @@ class Settings:
         build's own work (the build stops the execution before the timeout ends the build)."""
         if not self.model_build.uses_pipeline:
             return INLINE_BUILD_TIMEOUT_MINUTES
-        wait_minutes = -(-contracts.model_build_wait_seconds(self.model_build.training) // 60)
-        return wait_minutes + BUILD_OVERHEAD_MINUTES
+        return self.model_build_wait_minutes + BUILD_OVERHEAD_MINUTES
+
+    @property
+    def model_build_wait_minutes(self) -> int:
+        """How long the build waits for one execution before it stops it (the definition's wait bound: every
+        job to its cap, every retry, a start-up allowance each); it depends on the training settings only."""
+        from training.pipeline_definition import definition, sample_target, wait_bound_minutes
+
+        target = sample_target(self.stack, self.approval.thresholds, self.model_build.training, self.region)
+        return wait_bound_minutes(definition(target))
 
 
 # --- Raw value parsing (one helper per type, each naming the key) ------------------------------
@@ -609,10 +617,10 @@ def _check_cross_key_rules(settings: Settings) -> None:
                           else (f"a CodeBuild build ({CODEBUILD_MAX_TIMEOUT_MINUTES // 60} h)",
                                 CODEBUILD_MAX_TIMEOUT_MINUTES))
         if settings.train_build_timeout_minutes > limit:
-            wait_hours = contracts.model_build_wait_seconds(training) / 3600
+            wait_hours = settings.model_build_wait_minutes / 60
             raise _fail("training.maxWaitSeconds" if training.use_spot else "training.maxRuntimeSeconds",
                         f"lets one pipeline execution run {wait_hours:.1f} h (Prepare, Train and Evaluate each up to "
-                        f"its limit, plus start-up), longer than {builder} can wait for it",
+                        f"its limit, with retries and start-up), longer than {builder} can wait for it",
                         "lower training.maxRuntimeSeconds (and training.maxWaitSeconds with spot)")
 
 

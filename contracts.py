@@ -345,21 +345,6 @@ class TrainingSettings:
 
 
 COMPUTE_CHOICES = ("pipeline", "build")
-# What SageMaker may spend on one job before its runtime limit starts counting (instance provisioning,
-# image pull, spot capacity aside): an allowance, not a measurement.
-JOB_START_ALLOWANCE_SECONDS = 600
-
-
-def model_build_wait_seconds(training: TrainingSettings) -> int:
-    """The longest a pipeline execution can take under these settings: Prepare and Evaluate up to their
-    runtime limit, Train up to its spot wait limit (or runtime limit), each plus the start allowance.
-
-    The build waits this long before it stops the execution; the CodeBuild train project's timeout
-    (and the workflow job's) must exceed it, or the build would die without stopping the execution.
-    """
-    train = training.max_wait_seconds if training.use_spot and training.max_wait_seconds else \
-        training.max_runtime_seconds
-    return 2 * training.max_runtime_seconds + train + 3 * JOB_START_ALLOWANCE_SECONDS
 
 
 @dataclass(frozen=True)

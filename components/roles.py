@@ -29,7 +29,7 @@ SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 EXECUTION_PRINCIPAL = "sagemaker-execution"
 # SageMaker Pipelines names the jobs of a step `pipelines-<execution id>-<step>-<suffix>` when the step's
 # arguments carry no job name (ours carry none): the execution id is random, so no stack name fits in
-# the ARN; the job statements below are bounded by this prefix and by the instance type instead.
+# the ARN; creating a job is bounded by the stack's tags in the request instead.
 PIPELINE_JOB_PREFIX = "pipelines-"
 # Where SageMaker jobs write their logs (log streams are named after the job).
 JOB_LOG_GROUPS = ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/TrainingJobs")
@@ -99,8 +99,6 @@ class ModelBuildAccess:
 
     compute: str
     """contracts.COMPUTE_CHOICES: `pipeline` grants the SageMaker pipeline's calls, `build` the inline path's."""
-    instance_type: str
-    """The only instance type the pipeline's jobs may run on (training.instanceType)."""
     custom_training_data_uri: str | None = None
     """trainingData as configured; None: the stack's default prefix of the artifact bucket."""
 
@@ -191,9 +189,10 @@ def _pipeline_execution_statements(scope: Scope) -> list[Statement]:
         *_read_training_data(scope, with_artifact_bucket_read=True),
         _statement("WritePipelineRunOutputs", ["s3:PutObject"],
                    [arns.objects(scope.bucket, contracts.pipeline_runs_prefix(stack))]),
-        _statement("StartPipelineJobsOnTheConfiguredInstanceType",
-                   ["sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob"], jobs,
-                   {"ForAllValues:StringEquals": {"sagemaker:InstanceTypes": [scope.model_build.instance_type]}}),
+        # Job ARNs cannot name the stack (see PIPELINE_JOB_PREFIX); the tags every step's request carries can.
+        _statement("StartStackPipelineJobs", ["sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob"], jobs,
+                   {"StringEquals": {f"aws:RequestTag/{contracts.TAG_PROJECT}": scope.names.project,
+                                     f"aws:RequestTag/{contracts.TAG_STACK}": stack}}),
         # AddTags: the jobs are created with tags (the step's and Pipelines' own execution tags).
         _statement("WatchAndStopPipelineJobs",
                    ["sagemaker:AddTags", "sagemaker:DescribeProcessingJob", "sagemaker:DescribeTrainingJob",
