@@ -11,6 +11,7 @@ passes them in PULUMI_CONFIG; the defaults below equal the `default:` entries of
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -512,6 +513,7 @@ def _training(raw: Mapping[str, str]) -> contracts.TrainingSettings:
     )
 
 
+@functools.cache
 def _job_instance_types() -> frozenset[str]:
     """Instance types both CreateTrainingJob and CreateProcessingJob accept (botocore's service model):
     the one `training.instanceType` serves the Prepare, Train and Evaluate jobs alike."""
