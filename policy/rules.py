@@ -371,12 +371,22 @@ def builds_register_into_the_group(resources: Sequence[Resource], _options: Opti
 
 
 def _register_steps(pipeline: Resource) -> list[Mapping[str, Any]] | None:
-    """The RegisterModel steps of a SageMaker pipeline's definition; None if it is not readable JSON."""
+    """The RegisterModel steps of a SageMaker pipeline's definition, those behind a Condition's branches
+    included; None if the definition is not readable JSON."""
     definition = _document(pipeline.props.get("pipelineDefinition"))
     if definition is None or "__invalid__" in definition:
         return None
-    return [step for step in _list(definition.get("Steps"))
-            if isinstance(step, Mapping) and step.get("Type") == "RegisterModel"]
+    found: list[Mapping[str, Any]] = []
+    pending = [s for s in _list(definition.get("Steps")) if isinstance(s, Mapping)]
+    while pending:
+        step = pending.pop(0)
+        if step.get("Type") == "RegisterModel":
+            found.append(step)
+        elif step.get("Type") == "Condition":
+            arguments = step.get("Arguments") or {}
+            pending += [s for key in ("IfSteps", "ElseSteps") for s in _list(arguments.get(key))
+                        if isinstance(s, Mapping)]
+    return found
 
 
 def pipeline_registers_into_the_group(resources: Sequence[Resource], _options: Options) -> list[Violation]:
