@@ -46,9 +46,12 @@ CODE_INPUT = "code"
 DATA_INPUT = "data"
 MODEL_INPUT = "model"
 TEST_INPUT = "test"
-PREPARE_OUTPUTS = ("train", "validation", "test", "report")
+PREPARE_OUTPUTS = (*contracts.DATA_SPLITS, contracts.DATA_REPORT_OUTPUT)
 EVALUATION_OUTPUT = "evaluation"
 TRAIN_CHANNELS = ("train", "validation")
+# A processing job returns the first 1 KB of this file as ExitMessage (DescribeProcessingJob): where
+# prepare and evaluate leave a failure's message, e.g. a data-contract rejection.
+EXIT_MESSAGE_FILE = "/opt/ml/output/message"
 
 # Script mode: the toolkit in the image unpacks sagemaker_submit_directory (our sourcedir.tar.gz) and runs
 # `python <sagemaker_program> --<hyperparameter> <value> ...` from it. Values are JSON-encoded strings,
@@ -227,6 +230,9 @@ def _prepare(target: PipelineTarget) -> dict[str, Any]:
                 "ContainerArguments": [
                     "--input", f"{PROCESSING_ROOT}/input/{DATA_INPUT}",
                     "--output", f"{PROCESSING_ROOT}/output",
+                    # Messages then name the files as the team knows them, s3://... rather than /opt/ml/...
+                    "--source-uri", parameter(PARAM_DATA_URI),
+                    "--failure-file", EXIT_MESSAGE_FILE,
                 ],
             },
             "ProcessingInputs": [
@@ -311,6 +317,7 @@ def _evaluate(target: PipelineTarget) -> dict[str, Any]:
                     "--model", f"{PROCESSING_ROOT}/input/{MODEL_INPUT}/{contracts.MODEL_ARCHIVE}",
                     "--test", f"{PROCESSING_ROOT}/input/{TEST_INPUT}",
                     "--output", f"{PROCESSING_ROOT}/output/{EVALUATION_OUTPUT}",
+                    "--failure-file", EXIT_MESSAGE_FILE,
                 ],
             },
             "ProcessingInputs": [
