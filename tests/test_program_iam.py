@@ -28,10 +28,17 @@ NO_RESOURCE_LEVEL = {
 POLICY_PROPERTIES = ("policy", "assumeRolePolicy")
 
 
+# The team's data in its own bucket, with each compute: the grants that reach outside the artifact bucket.
+TEAM_DATA = {"trainingData": "s3://team-data/churn/2026/", "sampleData": False}
+INLINE_BUILD = {"training": {"compute": "build"}}
+
+
 def _graphs() -> list[ProgramGraph]:
     combos = [{}, {"approvalMode": "auto"}, {"orchestrator": "codepipeline"},
               {"orchestrator": "codepipeline", "approvalMode": "auto"}]
-    return [run_program("dev"), *(run_program("prod", c or None) for c in combos)]
+    return [run_program("dev"), *(run_program("prod", c or None) for c in combos),
+            run_program("dev", TEAM_DATA), run_program("prod", {**TEAM_DATA, **INLINE_BUILD}),
+            run_program("dev", {**TEAM_DATA, **INLINE_BUILD})]
 
 
 def _documents(graph: ProgramGraph) -> Iterator[tuple[Resource, dict[str, Any]]]:
@@ -161,17 +168,26 @@ def test_oidc_provider_has_the_sts_audience_and_an_existing_one_is_reused() -> N
     assert trust["Statement"][0]["Principal"]["Federated"] == existing
 
 
-def test_s3_permissions_stay_in_the_stack_bucket() -> None:
+def test_s3_permissions_stay_in_the_stack_bucket_or_the_training_data_prefix() -> None:
     for graph in _graphs():
         bucket = graph.outputs["artifactBucket"]
+        data_bucket, _, data_prefix = graph.outputs["trainingDataUri"].removeprefix("s3://").partition("/")
         for resource, document in _documents(graph):
             if resource.type != "aws:iam/rolePolicy:RolePolicy":
                 continue
             for statement in _statements(document):
-                if any(a.startswith("s3:") for a in _as_list(statement["Action"])):
-                    for arn in _as_list(statement["Resource"]):
-                        assert arn in (f"arn:aws:s3:::{bucket}",) or arn.startswith(f"arn:aws:s3:::{bucket}/"), \
-                            f"{resource}: {arn}"
+                if not any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+                    continue
+                for arn in _as_list(statement["Resource"]):
+                    if arn == f"arn:aws:s3:::{bucket}" or arn.startswith(f"arn:aws:s3:::{bucket}/"):
+                        continue
+                    # Outside the stack's bucket: exactly the data prefix, read-only, listing scoped to it.
+                    assert data_bucket != bucket, f"{resource}: {arn}"
+                    assert arn in (f"arn:aws:s3:::{data_bucket}", f"arn:aws:s3:::{data_bucket}/{data_prefix}*"), \
+                        f"{resource}: {arn}"
+                    assert set(_as_list(statement["Action"])) <= {"s3:ListBucket", "s3:GetObject"}, resource
+                    if arn == f"arn:aws:s3:::{data_bucket}":
+                        assert statement["Condition"] == {"StringLike": {"s3:prefix": [f"{data_prefix}*"]}}, resource
 
 
 def test_sagemaker_hosting_permissions_stay_on_the_stack_endpoint_prefix() -> None:
@@ -316,8 +332,62 @@ def test_every_role_arn_consumer_waits_for_the_role_policy() -> None:
         consumers = [(r, r.inputs["role"]) for r in graph.of_type("aws:lambda/function:Function")]
         consumers += [(r, r.inputs["serviceRole"]) for r in graph.of_type("aws:codebuild/project:Project")]
         consumers += [(r, r.inputs["roleArn"]) for r in graph.of_type("aws:codepipeline/pipeline:Pipeline")]
+        consumers += [(r, r.inputs["roleArn"]) for r in graph.of_type("aws:sagemaker/pipeline:Pipeline")]
         assert consumers
         for resource, role_arn in consumers:
             role = roles[role_arn.rsplit("/", 1)[1]]
             policy = graph.one("aws:iam/rolePolicy:RolePolicy", f"{role.name}-policy")
             assert policy.urn in resource.dependencies, f"{resource} may be created before {policy.name}"
+
+
+# --- The model build ---------------------------------------------------------------------------------
+_PIPELINE_CONTROL = {"sagemaker:StartPipelineExecution", "sagemaker:DescribePipelineExecution",
+                     "sagemaker:ListPipelineExecutionSteps", "sagemaker:StopPipelineExecution"}
+
+
+def _build_role_graphs(overrides: dict[str, object] | None = None) -> list[tuple[str, ProgramGraph]]:
+    """(principal, graph) for both build principals: CodeBuild train (dev) and the GitHub deploy role (prod)."""
+    return [("codebuild-train", run_program("dev", overrides)), ("github-deploy", run_program("prod", overrides))]
+
+
+def test_build_roles_may_run_only_the_stacks_pipeline_and_its_executions() -> None:
+    for principal, graph in _build_role_graphs():
+        pipeline = f"arn:aws:sagemaker:us-east-1:123456789012:pipeline/{graph.outputs['modelBuildPipelineName']}"
+        granted = {(action, arn) for statement in _statements(_role_policy(graph, principal))
+                   for action in _as_list(statement["Action"]) if action in _PIPELINE_CONTROL
+                   for arn in _as_list(statement["Resource"])}
+        assert granted == {("sagemaker:StartPipelineExecution", pipeline),
+                           *((a, f"{pipeline}/execution/*") for a in _PIPELINE_CONTROL
+                             if a != "sagemaker:StartPipelineExecution")}, principal
+
+
+def test_build_roles_upload_code_only_below_the_stacks_code_prefix() -> None:
+    graph = run_program("prod")
+    [upload] = [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "UploadTrainingCode"]
+    assert upload["Resource"] == [f"arn:aws:s3:::{graph.outputs['artifactBucket']}/prod/code/*"]
+    assert not [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "WriteArtifacts"]
+
+
+def test_build_roles_register_only_when_the_build_trains_inline() -> None:
+    # compute pipeline: the pipeline registers, the build only starts and watches it; compute build: the
+    # build registers and there is no pipeline to start.
+    for principal, graph in _build_role_graphs():
+        actions = _granted(_role_policy(graph, principal))
+        assert "sagemaker:CreateModelPackage" not in actions and _PIPELINE_CONTROL <= actions, principal
+    for principal, graph in _build_role_graphs(INLINE_BUILD):
+        actions = _granted(_role_policy(graph, principal))
+        assert "sagemaker:CreateModelPackage" in actions and not _PIPELINE_CONTROL & actions, principal
+
+
+def test_inline_build_reads_own_training_data_exactly() -> None:
+    graph = run_program("prod", {**TEAM_DATA, **INLINE_BUILD})
+    reads = {(a, arn) for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"].endswith("TrainingData")
+             for a in _as_list(s["Action"]) for arn in _as_list(s["Resource"])}
+    assert reads == {("s3:ListBucket", "arn:aws:s3:::team-data"),
+                     ("s3:GetObject", "arn:aws:s3:::team-data/churn/2026/*")}
+
+
+def test_execution_role_runs_pipeline_jobs_only_with_a_pipeline() -> None:
+    job_actions = {"sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob", "sagemaker:CreateModelPackage"}
+    assert job_actions <= _granted(_role_policy(run_program("dev"), "sagemaker-execution"))
+    assert not job_actions & _granted(_role_policy(run_program("dev", INLINE_BUILD), "sagemaker-execution"))
