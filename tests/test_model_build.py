@@ -131,6 +131,17 @@ DONE_BEFORE_GATE = [
 ]
 
 
+SUCCESS_STEP_LINES = [
+    "[    0s] Prepare     Executing",
+    "[    5s] Prepare     Succeeded in 3m00s",
+    "[    5s] Train       Executing",
+    "[   10s] Train       Succeeded in 4m00s",
+    "[   10s] Evaluate    Executing",
+    "[   15s] Evaluate    Succeeded in 3m00s",
+    "[   15s] QualityGate Succeeded in 0s: passed",
+]
+
+
 def _build(environ: dict[str, str], client: Any, clock: FakeClock, *argv: str) -> tuple[int, list[str]]:
     lines: list[str] = []
     code = model_build.main(["--arn-file", "model_package_arn.txt", *argv], environ=environ, sagemaker=client,
@@ -158,17 +169,15 @@ def test_success_prints_each_step_change_with_elapsed_time_and_writes_the_packag
     assert code == 0, lines
     assert (tmp_path / "model_package_arn.txt").read_text() == PACKAGE_ARN
     steps = [line for line in lines if line.startswith("[")]
-    assert steps == [
-        "[    0s] Prepare     Executing",
-        "[    5s] Prepare     Succeeded in 3m00s",
-        "[    5s] Train       Executing",
-        "[   10s] Train       Succeeded in 4m00s",
-        "[   10s] Evaluate    Executing",
-        "[   15s] Evaluate    Succeeded in 3m00s",
-        "[   15s] QualityGate Succeeded in 0s: passed",
-        f"[   15s] Register    Succeeded in 0s: {PACKAGE_ARN}",
-    ]
+    assert steps == [*SUCCESS_STEP_LINES, f"[   15s] Register    Succeeded in 0s: {PACKAGE_ARN}"]
     assert lines[-1] == f"registered {PACKAGE_ARN} (PendingManualApproval); ARN written to model_package_arn.txt"
+
+
+def test_readme_shows_the_lines_the_build_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- section:model-build -->"):readme.index("<!-- /section:model-build -->")]
+    for line in SUCCESS_STEP_LINES:
+        assert f"\n{line}\n" in section, line
 
 
 def test_success_uploads_exactly_the_training_code_under_the_commit(
