@@ -308,6 +308,23 @@ def test_data_rejection_exits_4_with_prepare_exit_message(environ: dict[str, str
     assert lines[-1] == f"model build failed: step Prepare: {rejection}"
 
 
+def test_failed_step_is_reported_even_when_its_exit_message_cannot_be_read(
+        environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
+    client, stubber = sagemaker
+    _expect_start(stubber)
+    _expect_poll(stubber, "Failed", [
+        _step("Prepare", "Failed", (0, 2), FailureReason="AlgorithmError: See job logs for more information",
+              Metadata={"ProcessingJob": {"Arn": PREPARE_JOB}})])
+    stubber.add_client_error("describe_processing_job", "AccessDeniedException", "not authorized")
+
+    code, lines = _build(environ, client, FakeClock())
+
+    assert code == 1
+    assert lines[-1].startswith("model build failed: step Prepare failed: AlgorithmError: See job logs for more "
+                                "information; the job said: (its ExitMessage could not be read: "
+                                "DescribeProcessingJob: AccessDeniedException: not authorized; the build role")
+
+
 def test_timeout_stops_the_execution_and_exits_1(environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
     client, stubber = sagemaker
     _expect_start(stubber)

@@ -315,7 +315,11 @@ def _exit_message(sagemaker: Any, step: Mapping[str, Any]) -> str:
     arn = step.get("Metadata", {}).get("ProcessingJob", {}).get("Arn")
     if not arn:
         return ""
-    job = sagemaker.describe_processing_job(ProcessingJobName=arn.rsplit("/", 1)[-1])
+    try:
+        job = sagemaker.describe_processing_job(ProcessingJobName=arn.rsplit("/", 1)[-1])
+    except ClientError as exc:
+        # The failure itself is still worth reporting; say why its own words are missing.
+        return f"(its ExitMessage could not be read: {_client_error_line(exc)})"
     return str(job.get("ExitMessage", "")).strip()
 
 
@@ -349,9 +353,8 @@ def _display_name(build_id: str) -> str:
     return name or "build"
 
 
-def run_pipeline(settings: BuildSettings, build: Any, summary: Summary, *, arn_file: Path,
-                 timeout_minutes: float | None, sagemaker: Any, s3: Any, say: Say, sleep: Sleep,
-                 clock: Clock) -> str:
+def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, timeout_minutes: float | None,
+                 sagemaker: Any, s3: Any, say: Say, sleep: Sleep, clock: Clock) -> str:
     """Upload the code, start an execution, wait, and return the registered package's ARN."""
     described = sagemaker.describe_pipeline(PipelineName=settings.pipeline_name)
     pipeline = json.loads(described["PipelineDefinition"])
@@ -445,7 +448,7 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return subprocess.run(list(argv), cwd=ROOT, env=dict(env), check=False).returncode
 
 
-def run_inline(settings: BuildSettings, build: Any, summary: Summary, *, arn_file: Path, s3: Any, say: Say,
+def run_inline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, arn_file: Path, s3: Any, say: Say,
                clock: Clock, python: str = sys.executable, environ: Mapping[str, str] | None = None) -> str:
     """Prepare, train, evaluate and register in this box (compute `build`); return the package ARN."""
     base = BUILD_ROOT.resolve()
@@ -579,9 +582,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
             sagemaker = sagemaker or boto3.client("sagemaker", config=config)
             s3 = s3 or boto3.client("s3", config=config)
         if settings.compute == COMPUTE_PIPELINE:
-            arn = run_pipeline(settings, build, summary, arn_file=args.arn_file,
-                               timeout_minutes=args.timeout_minutes or _env_timeout(environ),
-                               sagemaker=sagemaker, s3=s3, say=say, sleep=sleep, clock=clock)
+            timeout = args.timeout_minutes or _env_timeout(environ)
+            arn = run_pipeline(settings, build, summary, timeout_minutes=timeout, sagemaker=sagemaker, s3=s3,
+                               say=say, sleep=sleep, clock=clock)
             args.arn_file.parent.mkdir(parents=True, exist_ok=True)
             args.arn_file.write_text(arn)
         else:
