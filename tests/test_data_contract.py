@@ -1,4 +1,4 @@
-"""training/data_contract.py: the churn table is read by its declaration; each rejection says where and how to fix it."""
+"""training/data_contract.py: the churn table is read by its declaration; each rejection says where and how to fix."""
 
 from __future__ import annotations
 
