@@ -294,3 +294,12 @@ def test_the_smallest_accepted_class_size_really_splits() -> None:
     fractions = {"test": 0.2, "validation": 0.2}
     data_contract.check_split_sizes({0: 200, 1: 23}, fractions, where="x")
     assert min(data_contract.split_sizes(23, fractions).values()) >= data_contract.MIN_CLASS_ROWS_PER_SPLIT
+
+
+def test_readme_lists_exactly_the_declared_columns_with_their_kinds() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("<!-- section:own-data -->", 1)[1].split("<!-- /section:own-data -->", 1)[0]
+    table = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
+    rows = [tuple(cell.strip().strip("`") for cell in cells) for cells in table]
+    declared = [(c.name, c.kind, c.description) for c in contracts.CHURN_FEATURES]
+    assert rows == [*declared, (contracts.TARGET_COLUMN, "target", "1 if the customer left, 0 if they stayed")]
