@@ -303,3 +303,11 @@ def test_readme_lists_exactly_the_declared_columns_with_their_kinds() -> None:
     rows = [tuple(cell.strip().strip("`") for cell in cells) for cells in table]
     declared = [(c.name, c.kind, c.description) for c in contracts.CHURN_FEATURES]
     assert rows == [*declared, (contracts.TARGET_COLUMN, "target", "1 if the customer left, 0 if they stayed")]
+
+
+def test_an_in_memory_table_gets_the_declared_types_too() -> None:
+    frame = make_dataset(50, 1)
+    frame["contract_type"] = pd.Series([12] * 49 + [None], dtype=object)
+    typed = data_contract.typed_frame(frame)
+    assert typed["contract_type"].iloc[0] == "12" and math.isnan(typed["contract_type"].iloc[49])
+    assert typed["tenure_months"].dtype == "float64"
