@@ -74,8 +74,6 @@ _OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.action
 _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
-# SageMaker pipeline names (CreatePipeline's PipelineName).
-_PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 # s3://<bucket>/<prefix>/ : a bucket name (3-63 lowercase letters, digits, dots, hyphens) and a folder.
 _S3_PREFIX = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<prefix>.*)$")
 # `training` keys (camelCase, like deploymentStages) -> contracts.TrainingSettings fields.
@@ -569,12 +567,9 @@ def parse_settings(
         raise _fail("modelPackageGroupName", f"{group!r} is not a SageMaker name",
                     "use up to 63 letters, digits and inner hyphens, e.g. churn-model-prod")
     stages = _stages(raw, StackNames(project=project, stack=stack, group=group).endpoint_prefix)
+    # A stack name SageMaker cannot use (e.g. with "_") already fails above in the endpoint names, which
+    # carry it exactly like the pipeline name does.
     model_build = _model_build(raw)
-    pipeline_name = contracts.model_build_pipeline_name(project, stack)
-    if model_build.uses_pipeline and not _PIPELINE_NAME.match(pipeline_name):
-        raise ConfigError(f"stack {stack!r}: the model-build pipeline would be named {pipeline_name!r}, which SageMaker "
-                          "rejects (letters, digits and inner hyphens only); use a stack name of letters, digits and "
-                          "hyphens (`pulumi stack rename`), or set training.compute to build")
 
     retention = _int(raw, "logRetentionDays")
     if retention not in LOG_RETENTION_DAYS:

@@ -200,10 +200,3 @@ def test_inline_build_keeps_the_inline_timeout() -> None:
     assert _settings("dev", {"training": {"compute": "build"}}).train_build_timeout_minutes == \
         config.INLINE_BUILD_TIMEOUT_MINUTES
 
-
-def test_stack_name_that_sagemaker_cannot_name_a_pipeline_after_is_rejected() -> None:
-    raw, secrets = _raw("dev")  # the dev profile names its group, so only the pipeline name is at fault
-    with pytest.raises(config.ConfigError, match=r"stack 'my_dev'.*'sagemaker-mlops-my_dev-model-build'.*stack rename"):
-        config.parse_settings(raw, stack="my_dev", region="us-east-1", secrets=secrets)
-    inline = {**raw, "training": json.dumps({"compute": "build"})}
-    assert config.parse_settings(inline, stack="my_dev", region="us-east-1", secrets=secrets).stack == "my_dev"
