@@ -131,6 +131,17 @@ DONE_BEFORE_GATE = [
 ]
 
 
+SUCCESS_STEP_LINES = [
+    "[    0s] Prepare     Executing",
+    "[    5s] Prepare     Succeeded in 3m00s",
+    "[    5s] Train       Executing",
+    "[   10s] Train       Succeeded in 4m00s",
+    "[   10s] Evaluate    Executing",
+    "[   15s] Evaluate    Succeeded in 3m00s",
+    "[   15s] QualityGate Succeeded in 0s: passed",
+]
+
+
 def _build(environ: dict[str, str], client: Any, clock: FakeClock, *argv: str) -> tuple[int, list[str]]:
     lines: list[str] = []
     code = model_build.main(["--arn-file", "model_package_arn.txt", *argv], environ=environ, sagemaker=client,
@@ -158,17 +169,15 @@ def test_success_prints_each_step_change_with_elapsed_time_and_writes_the_packag
     assert code == 0, lines
     assert (tmp_path / "model_package_arn.txt").read_text() == PACKAGE_ARN
     steps = [line for line in lines if line.startswith("[")]
-    assert steps == [
-        "[    0s] Prepare     Executing",
-        "[    5s] Prepare     Succeeded in 3m00s",
-        "[    5s] Train       Executing",
-        "[   10s] Train       Succeeded in 4m00s",
-        "[   10s] Evaluate    Executing",
-        "[   15s] Evaluate    Succeeded in 3m00s",
-        "[   15s] QualityGate Succeeded in 0s: passed",
-        f"[   15s] Register    Succeeded in 0s: {PACKAGE_ARN}",
-    ]
+    assert steps == [*SUCCESS_STEP_LINES, f"[   15s] Register    Succeeded in 0s: {PACKAGE_ARN}"]
     assert lines[-1] == f"registered {PACKAGE_ARN} (PendingManualApproval); ARN written to model_package_arn.txt"
+
+
+def test_readme_shows_the_lines_the_build_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- section:model-build -->"):readme.index("<!-- /section:model-build -->")]
+    for line in SUCCESS_STEP_LINES:
+        assert f"\n{line}\n" in section, line
 
 
 def test_success_uploads_exactly_the_training_code_under_the_commit(
@@ -297,6 +306,23 @@ def test_data_rejection_exits_4_with_prepare_exit_message(environ: dict[str, str
 
     assert code == contracts.EXIT_DATA_REJECTED == 4
     assert lines[-1] == f"model build failed: step Prepare: {rejection}"
+
+
+def test_failed_step_is_reported_even_when_its_exit_message_cannot_be_read(
+        environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
+    client, stubber = sagemaker
+    _expect_start(stubber)
+    _expect_poll(stubber, "Failed", [
+        _step("Prepare", "Failed", (0, 2), FailureReason="AlgorithmError: See job logs for more information",
+              Metadata={"ProcessingJob": {"Arn": PREPARE_JOB}})])
+    stubber.add_client_error("describe_processing_job", "AccessDeniedException", "not authorized")
+
+    code, lines = _build(environ, client, FakeClock())
+
+    assert code == 1
+    assert lines[-1].startswith("model build failed: step Prepare failed: AlgorithmError: See job logs for more "
+                                "information; the job said: (its ExitMessage could not be read: "
+                                "DescribeProcessingJob: AccessDeniedException: not authorized; the build role")
 
 
 def test_timeout_stops_the_execution_and_exits_1(environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
