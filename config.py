@@ -567,6 +567,9 @@ def parse_settings(
         raise _fail("modelPackageGroupName", f"{group!r} is not a SageMaker name",
                     "use up to 63 letters, digits and inner hyphens, e.g. churn-model-prod")
     stages = _stages(raw, StackNames(project=project, stack=stack, group=group).endpoint_prefix)
+    # A stack name SageMaker cannot use (e.g. with "_") already fails above in the endpoint names, which
+    # carry it exactly like the pipeline name does.
+    model_build = _model_build(raw)
 
     retention = _int(raw, "logRetentionDays")
     if retention not in LOG_RETENTION_DAYS:
@@ -592,7 +595,7 @@ def parse_settings(
         log_retention_days=retention,
         audit_trail=_bool(raw, "auditTrail"),
         rollback_alarm_latency_ms=latency,
-        model_build=_model_build(raw),
+        model_build=model_build,
     )
     _check_cross_key_rules(settings)
     return settings
