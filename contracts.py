@@ -63,7 +63,12 @@ TRAIN_BUILD_ENV = (
     ENV_INFERENCE_IMAGE_URI,
     ENV_MLOPS_PROJECT,
     ENV_MLOPS_STACK,
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
+# Of TRAIN_BUILD_ENV, set only where the compute is `pipeline` (a `build` stack has no pipeline to name).
+PIPELINE_ONLY_BUILD_ENV = (ENV_MODEL_BUILD_PIPELINE,)
 DEPLOY_BUILD_ENV = (
     ENV_ARTIFACT_BUCKET,
     ENV_MODEL_PACKAGE_GROUP_NAME,
@@ -142,6 +147,17 @@ TARGET_VALUES = (0, 1)
 def feature_names(kind: str | None = None) -> tuple[str, ...]:
     """Declared feature names in table order, optionally only those of one kind."""
     return tuple(c.name for c in CHURN_FEATURES if kind is None or c.kind == kind)
+
+
+# What Prepare writes: one folder per split (each a ProcessingOutput of the Prepare step and, for train and
+# validation, a channel of the Train step) holding `<split>.csv`, plus `report/data_report.json`.
+DATA_SPLITS = ("train", "validation", "test")
+DATA_REPORT_OUTPUT = "report"
+DATA_REPORT_FILE = "data_report.json"
+# First words of every data-contract rejection the scripts print and leave in the job's failure message
+# (a processing job's ExitMessage, a training job's FailureReason), so the build can tell a rejection
+# (exit EXIT_DATA_REJECTED) from any other failure.
+DATA_REJECTED_MARKER = "data rejected:"
 
 
 # --- The model-build pipeline (SageMaker Pipelines) ------------------------------------------------
@@ -318,6 +334,11 @@ GITHUB_VARIABLES = (
     "SAGEMAKER_EXECUTION_ROLE_ARN",
     "DEPLOYMENT_STAGES",
     "PULUMI_STACK",
+    # model-build.yml: where the data is, where the model is built, and (compute `pipeline` only) which
+    # SageMaker pipeline it starts.
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
 GITHUB_SECRETS = (
     "AWS_PREVIEW_ROLE_ARN",
