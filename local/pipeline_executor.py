@@ -195,6 +195,20 @@ def _parse_duration(text: str, where: str) -> timedelta:
                      seconds=seconds)
 
 
+def _all_steps(raw_steps: Any, branch: tuple[str, bool] | None = None,
+               where: str = "Steps") -> Iterator[tuple[Mapping[str, Any], tuple[str, bool] | None]]:
+    """Every step with the Condition branch it sits in: SageMaker nests a branch's steps in IfSteps/ElseSteps."""
+    for index, raw in enumerate(raw_steps):
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
+            raise DefinitionError(f"{where}[{index}] must be a step object with a Name (a Condition's IfSteps and "
+                                  "ElseSteps hold whole steps, not names)")
+        yield raw, branch
+        arguments = raw.get("Arguments")
+        if raw.get("Type") == CONDITION and isinstance(arguments, Mapping):
+            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
+                yield from _all_steps(arguments.get(key) or [], (raw["Name"], outcome), f"{raw['Name']}.{key}")
+
+
 def parse_definition(document: Mapping[str, Any] | str) -> Definition:
     """Check a definition the way the service does before it runs anything; DefinitionError names the fault."""
     if isinstance(document, str):
@@ -223,9 +237,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise DefinitionError("the definition has no Steps")
     steps: list[Step] = []
-    for index, raw in enumerate(raw_steps):
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
-            raise DefinitionError(f"Steps[{index}] needs a Name")
+    branch_of: dict[str, tuple[str, bool]] = {}
+    for raw, branch in _all_steps(raw_steps):
         name = raw["Name"]
         if not STEP_NAME.match(name):
             raise DefinitionError(f"step name {name!r} must match {STEP_NAME.pattern}", step=name)
@@ -235,6 +248,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
                 f"step {name!r} has type {kind!r}, which the embedded run's executor does not run (it runs "
                 f"{', '.join(STEP_TYPES)}); run this pipeline on SageMaker, or add the type to "
                 "local/pipeline_executor.py", step=name)
+        if not isinstance(raw.get("Arguments", {}), Mapping):
+            raise DefinitionError(f"step {name}: Arguments must be an object", step=name)
         cache = raw.get("CacheConfig") or {}
         expire = cache.get("ExpireAfter")
         steps.append(Step(
@@ -247,6 +262,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             cache_expire_after=_parse_duration(expire, f"step {name} CacheConfig.ExpireAfter") if expire else None,
             raw=raw,
         ))
+        if branch is not None:
+            branch_of[name] = branch
     names = [s.name for s in steps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -254,35 +271,24 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
     by_name = {s.name: s for s in steps}
 
     dependencies: dict[str, set[str]] = {s.name: set() for s in steps}
-    branch_of: dict[str, tuple[str, bool]] = {}
     for step in steps:
-        for kind, body in _iter_expressions(step.arguments):
+        # A Condition's own values are its Conditions; its branches' steps are steps of their own.
+        values = step.arguments.get("Conditions") if step.type == CONDITION else step.arguments
+        for kind, body in _iter_expressions(values):
             if kind == "Get":
                 _check_reference(body, step.name, parameters, by_name)
                 target = _step_of_reference(body)
                 if target is not None:
                     dependencies[step.name].add(target)
-            else:
-                if not isinstance(body, Mapping) or "Path" not in body or "PropertyFile" not in body:
-                    raise DefinitionError(f"step {step.name}: Std:JsonGet needs PropertyFile and Path", step=step.name)
+            elif not isinstance(body, Mapping) or "Path" not in body or "PropertyFile" not in body:
+                raise DefinitionError(f"step {step.name}: Std:JsonGet needs PropertyFile and Path", step=step.name)
         for other in step.depends_on:
             if other not in by_name:
                 raise DefinitionError(f"step {step.name}: DependsOn names {other!r}, which is not a step of this "
                                       "pipeline", step=step.name)
             dependencies[step.name].add(other)
-        if step.type == CONDITION:
-            arguments = step.arguments if isinstance(step.arguments, Mapping) else {}
-            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
-                for inner in arguments.get(key) or ():
-                    inner_name = inner.get("Name") if isinstance(inner, Mapping) else inner
-                    if inner_name not in by_name:
-                        raise DefinitionError(f"step {step.name}: {key} names {inner_name!r}, which is not a step of "
-                                              "this pipeline", step=step.name)
-                    if inner_name in branch_of:
-                        raise DefinitionError(f"step {inner_name} sits in the branches of two conditions "
-                                              f"({branch_of[inner_name][0]} and {step.name})", step=inner_name)
-                    branch_of[inner_name] = (step.name, outcome)
-                    dependencies[inner_name].add(step.name)
+        if step.name in branch_of:
+            dependencies[step.name].add(branch_of[step.name][0])
     for step in steps:
         for other in dependencies[step.name]:
             if by_name[other].type == FAIL:
@@ -587,6 +593,7 @@ class PipelineExecution:
         self.last_modified = self.created
         self.steps: list[StepRecord] = []
         self.jobs: dict[str, JobRecord] = {}
+        """Jobs by lower-cased name: SageMaker job names are case-insensitive, and ARNs carry them lower-cased."""
         self._done: dict[str, _Done] = {}
         self._not_run: set[str] = set()
         self._lock = threading.RLock()
@@ -918,7 +925,7 @@ class PipelineExecution:
                        "LastModifiedTime": started}
         job = JobRecord("ProcessingJob", name, description)
         with self._lock:
-            self.jobs[name] = job
+            self.jobs[name.lower()] = job
             record.metadata["ProcessingJob"] = {"Arn": arn}
         self._changed()
 
@@ -1022,7 +1029,7 @@ class PipelineExecution:
                        "EnableManagedSpotTraining": bool(request.get("EnableManagedSpotTraining", False))}
         job = JobRecord("TrainingJob", name, description)
         with self._lock:
-            self.jobs[name] = job
+            self.jobs[name.lower()] = job
             record.metadata["TrainingJob"] = {"Arn": arn}
         self._changed()
 

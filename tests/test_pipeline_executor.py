@@ -88,7 +88,8 @@ def processing(name: str, script: str, *, inputs: dict[str, Any] | None = None, 
     return step
 
 
-def gate(name: str, metric_step: str, bar: Any, if_steps: list[str], else_steps: list[str]) -> dict[str, Any]:
+def gate(name: str, metric_step: str, bar: Any, if_steps: list[dict[str, Any]],
+         else_steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Name": name, "Type": "Condition", "Arguments": {
         "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
             "PropertyFile": get(f"Steps.{metric_step}.PropertyFiles.Report"), "Path": "metrics.auc.value"}},
@@ -129,10 +130,10 @@ def scored_pipeline() -> dict[str, Any]:
     return definition(
         processing("Score", SCORE_SCRIPT, inputs={"data": get("Parameters.DataUri")}, outputs=("report",),
                    property_files=[{"PropertyFileName": "Report", "OutputName": "report", "FilePath": "report.json"}]),
-        gate("Gate", "Score", get("Parameters.Bar"), ["Register"], ["Stop"]),
-        register_step("Register", join(
-            get("Steps.Score.ProcessingOutputConfig.Outputs['report'].S3Output.S3Uri"), "model.bin")),
-        fail_step("Stop", "Score"),
+        gate("Gate", "Score", get("Parameters.Bar"),
+             [register_step("Register", join(
+                 get("Steps.Score.ProcessingOutputConfig.Outputs['report'].S3Output.S3Uri"), "model.bin"))],
+             [fail_step("Stop", "Score")]),
         parameters=[{"Name": "DataUri", "Type": "String", "DefaultValue": f"s3://{BUCKET}/data/"},
                     {"Name": "Bar", "Type": "Float", "DefaultValue": 0.8}],
     )
@@ -196,7 +197,7 @@ def test_json_get_of_an_undeclared_property_file_is_refused() -> None:
 def test_steps_run_after_what_they_get_and_depend_on_whatever_the_listed_order() -> None:
     document = scored_pipeline()
     document["Steps"].reverse()
-    document["Steps"].append({"Name": "Last", "Type": "Fail", "Arguments": {}, "DependsOn": ["Register"]})
+    document["Steps"].insert(0, {"Name": "Last", "Type": "Fail", "Arguments": {}, "DependsOn": ["Register"]})
 
     order = execution_order(parse_definition(document))
 
@@ -212,9 +213,18 @@ def test_steps_that_depend_on_each_other_in_a_cycle_are_refused() -> None:
         parse_definition(document)
 
 
+def test_a_conditions_branch_steps_are_nested_objects_not_names() -> None:
+    document = definition({"Name": "Gate", "Type": "Condition",
+                           "Arguments": {"Conditions": [], "IfSteps": ["Register"], "ElseSteps": []}})
+
+    with pytest.raises(DefinitionError, match=r"Gate.IfSteps\[0\] must be a step object"):
+        parse_definition(document)
+
+
 def test_nothing_may_depend_on_a_fail_step() -> None:
     document = definition({"Name": "Stop", "Type": "Fail", "Arguments": {}},
-                          {"Name": "After", "Type": "Condition", "Arguments": {"Conditions": []}, "DependsOn": ["Stop"]})
+                          {"Name": "After", "Type": "Condition", "Arguments": {"Conditions": []},
+                           "DependsOn": ["Stop"]})
 
     with pytest.raises(DefinitionError, match=r"step After can not depend on Fail step Stop"):
         parse_definition(document)
@@ -307,7 +317,8 @@ def test_processing_container_sees_container_paths_the_images_python_and_its_res
     seen = tmp_path / "jobs" / execution.execution_id / "Look" / "opt" / "ml" / "processing" / "output" / "seen"
     assert (seen / "python.txt").read_text().strip() == "(3, 10)"
     assert json.loads((seen / "resourceconfig.json").read_text()) == {"current_host": "algo-1", "hosts": ["algo-1"]}
-    assert (seen / "cwd.txt").read_text().strip() == str((tmp_path / "jobs" / execution.execution_id / "Look").resolve())
+    job_root = (tmp_path / "jobs" / execution.execution_id / "Look").resolve()
+    assert (seen / "cwd.txt").read_text().strip() == str(job_root)
     assert (seen / "inputs.txt").read_text().split() == ["a.csv", "nested"]
     uploaded = emulator["s3"].list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{execution.execution_id}/Look/seen/")
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in uploaded["Contents"]) == [
@@ -380,7 +391,7 @@ def test_stop_ends_the_running_job_and_the_execution_is_stopped(emulator: dict[s
         s3=emulator["s3"], sandbox=Sandbox(tmp_path / "jobs", aws_env(emulator["url"], REGION, base={})))
     runner = threading.Thread(target=execution.run)
     runner.start()
-    pid_file = tmp_path / "jobs" / execution.execution_id / "Wait" / "opt" / "ml" / "processing" / "output" / "pid" / "pid"
+    pid_file = tmp_path / "jobs" / execution.execution_id / "Wait" / "opt/ml/processing/output/pid/pid"
     while not pid_file.exists() or not pid_file.read_text().strip():
         assert runner.is_alive(), execution.snapshot()
         time.sleep(0.05)
@@ -468,8 +479,10 @@ def training_pipeline(fail: int = 0) -> dict[str, Any]:
                                 "sagemaker_submit_directory": join('"', get("Parameters.CodeUri"), '"', on=""),
                                 "sagemaker_region": f'"{REGION}"', "rows": "25", "fail": str(fail)},
             "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/train", "S3DataDistributionType": "FullyReplicated"}}}],
-            "OutputDataConfig": {"S3OutputPath": join(f"s3://{BUCKET}/runs", get("Execution.PipelineExecutionId"), "Fit")},
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/train",
+                "S3DataDistributionType": "FullyReplicated"}}}],
+            "OutputDataConfig": {"S3OutputPath": join(f"s3://{BUCKET}/runs", get("Execution.PipelineExecutionId"),
+                                                      "Fit")},
             "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         }}, parameters=[{"Name": "CodeUri", "Type": "String", "DefaultValue": f"s3://{BUCKET}/code/sourcedir.tar.gz"}])
