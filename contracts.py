@@ -144,6 +144,17 @@ def feature_names(kind: str | None = None) -> tuple[str, ...]:
     return tuple(c.name for c in CHURN_FEATURES if kind is None or c.kind == kind)
 
 
+# What Prepare writes: one folder per split (each a ProcessingOutput of the Prepare step and, for train and
+# validation, a channel of the Train step) holding `<split>.csv`, plus `report/data_report.json`.
+DATA_SPLITS = ("train", "validation", "test")
+DATA_REPORT_OUTPUT = "report"
+DATA_REPORT_FILE = "data_report.json"
+# First words of every data-contract rejection the scripts print and leave in the job's failure message
+# (a processing job's ExitMessage, a training job's FailureReason), so the build can tell a rejection
+# (exit EXIT_DATA_REJECTED) from any other failure.
+DATA_REJECTED_MARKER = "data rejected:"
+
+
 # --- The model-build pipeline (SageMaker Pipelines) ------------------------------------------------
 # Step names of the definition (training.pipeline_definition); the build prints them, the local
 # executor runs them, the policy pack reads the Register step.

@@ -1,4 +1,9 @@
-"""The pipeline's scripts: train, register, deploy (script mode; run as `python -m training.<step>`).
+"""The model's scripts, run as `python -m training.<step>` (or `python training/<step>.py` by SageMaker).
+
+The pipeline's jobs: prepare (validate and split the data), train, evaluate; then register, deploy,
+teardown. data_contract reads the churn table by its declaration (contracts.CHURN_FEATURES) and
+sample_data writes the synthetic one. What a SageMaker job runs (prepare, train, evaluate and what they
+import) runs on the scikit-learn image's Python 3.10 with only its packages.
 
 The defaults below are where the steps meet when SageMaker's variables are not set (CodeBuild, the
 embedded run, a laptop): train writes there and register reads there, so the two agree without flags.

@@ -1,13 +1,24 @@
-"""Train the churn classifier and write its holdout evaluation (SageMaker script mode).
+"""Train the churn classifier and write its evaluation (SageMaker script mode).
 
-The same script runs in CodeBuild, in a SageMaker training job and in the embedded run, so it reads
-the SageMaker training contract, with local defaults when those variables are unset:
+    python -m training.train [--train DIR] [--validation DIR] [--model-dir DIR] [--output-dir DIR]
+                             [--<hyperparameter> VALUE ...]          (SageMaker: python training/train.py ...)
 
-  SM_CHANNEL_TRAIN    directory of CSV files with a `churn` column; unset: a synthetic churn table
-  SM_MODEL_DIR        model.joblib (a plain scikit-learn Pipeline, loadable by code/inference.py)
-  SM_OUTPUT_DATA_DIR  evaluation.json (SageMaker model-quality statistics) and training_metadata.json
+The same script runs in a SageMaker training job (the pipeline's Train step), in CodeBuild or GitHub Actions
+(compute `build`) and in the embedded run, so it reads the SageMaker training contract, with local defaults
+when those variables are unset:
 
-Hyperparameters arrive as command-line flags, the way SageMaker passes them.
+  SM_CHANNEL_TRAIN       CSV files of the churn table (read by the data contract, training/data_contract.py);
+                         unset: the deterministic synthetic table (training/sample_data.py)
+  SM_CHANNEL_VALIDATION  CSV files to evaluate on; unset: a stratified holdout of --test-size of the training rows
+  SM_MODEL_DIR           model.joblib (a plain scikit-learn Pipeline) and code/inference.py: the files of the
+                         model.tar.gz the scikit-learn image serves
+  SM_OUTPUT_DATA_DIR     evaluation.json (SageMaker model-quality statistics) and training_metadata.json
+
+Hyperparameters arrive as command-line flags, the way SageMaker passes them (`--max_iter 500`).
+Outputs appear only when training succeeds; a failed run leaves no model and no evaluation behind.
+Exit codes: 0 trained; 4 (contracts.EXIT_DATA_REJECTED) the data was rejected ("data rejected: ..." on stderr
+and, inside a training job, in $SM_OUTPUT_DIR/failure, which SageMaker reports as FailureReason); 2 bad
+hyperparameters or arguments; 1 anything else.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +43,17 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import contracts
-from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE
+from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE, data_contract
+from training.data_contract import DataRejected
+from training.prepare import stratified_split
+from training.sample_data import make_dataset
+from training.staging import staged_files, write_failure_message
+
+__all__ = ["TrainParams", "TrainResult", "build_pipeline", "evaluate", "headline", "main", "make_dataset", "train"]
 
 Progress = Callable[[str], None]
 
@@ -51,6 +69,8 @@ CLASSIFIER_STEP = "classifier"
 LABEL_THRESHOLD = 0.5
 # Points kept from the ROC curve: enough to draw it in Studio, small enough to read in a diff.
 ROC_POINTS = 101
+# Shipped beside the model (code/inference.py), as register.py does.
+INFERENCE_SOURCE = Path(__file__).with_name(contracts.INFERENCE_SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -91,96 +111,6 @@ class TrainResult:
     model_path: Path
     evaluation_path: Path
     metadata_path: Path
-
-
-def make_dataset(n_rows: int = 8000, seed: int = 42) -> pd.DataFrame:
-    """A deterministic synthetic customer-churn table with a `churn` column (0/1).
-
-    Churn follows a logistic relationship with the usual drivers (short tenure, month-to-month
-    contracts, high charges, fibre, electronic cheque, support calls) plus noise, so a linear model
-    reaches a holdout AUC around 0.9: learnable, not trivially separable.
-    """
-    rng = np.random.default_rng(seed)
-    contract = rng.choice(["month-to-month", "one-year", "two-year"], n_rows, p=[0.55, 0.25, 0.20])
-    # Customers on longer contracts have, on average, stayed longer.
-    tenure_scale = np.select([contract == "month-to-month", contract == "one-year"], [14.0, 30.0], 45.0)
-    tenure = np.clip(np.round(rng.exponential(tenure_scale)), 0, 72).astype(int)
-    internet = rng.choice(["fiber_optic", "dsl", "none"], n_rows, p=[0.44, 0.34, 0.22])
-    base_charge = np.select([internet == "fiber_optic", internet == "dsl"], [80.0, 55.0], 22.0)
-    monthly = np.round(np.clip(base_charge + rng.normal(0, 12, n_rows), 18, 120), 2)
-    total = np.round(monthly * tenure * rng.uniform(0.95, 1.05, n_rows), 2)
-    payment = rng.choice(
-        ["electronic_check", "mailed_check", "bank_transfer", "credit_card"], n_rows, p=[0.34, 0.23, 0.22, 0.21]
-    )
-    support_calls = rng.poisson(1.3, n_rows)
-    paperless = (rng.random(n_rows) < 0.6).astype(int)
-    senior = (rng.random(n_rows) < 0.16).astype(int)
-    partner = (rng.random(n_rows) < 0.48).astype(int)
-
-    logit = 1.5 * (
-        -2.2
-        + 1.5 * (contract == "month-to-month")
-        - 1.2 * (contract == "two-year")
-        - 0.045 * tenure
-        + 0.025 * (monthly - 65)
-        + 0.7 * (internet == "fiber_optic")
-        + 0.6 * (payment == "electronic_check")
-        + 0.45 * support_calls
-        + 0.3 * paperless
-        + 0.4 * senior
-        - 0.25 * partner
-    ) + rng.normal(0, 0.4, n_rows)
-    churn = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(int)
-
-    return pd.DataFrame(
-        {
-            "tenure_months": tenure,
-            "monthly_charges": monthly,
-            "total_charges": total,
-            "contract_type": contract,
-            "payment_method": payment,
-            "internet_service": internet,
-            "support_calls": support_calls,
-            "paperless_billing": paperless,
-            "senior_citizen": senior,
-            "has_partner": partner,
-            contracts.TARGET_COLUMN: churn,
-        }
-    )
-
-
-def load_channel(train_dir: Path) -> pd.DataFrame:
-    """All CSV files of a training channel, concatenated; errors say what is wrong with the data."""
-    if not train_dir.is_dir():
-        raise FileNotFoundError(f"training channel {train_dir} is not a directory (set SM_CHANNEL_TRAIN or --train)")
-    files = sorted(train_dir.glob("*.csv"))
-    if not files:
-        raise FileNotFoundError(f"no *.csv files in training channel {train_dir}")
-    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    target = contracts.TARGET_COLUMN
-    if target not in frame.columns:
-        raise ValueError(
-            f"training data in {train_dir} has no {target!r} column (columns: {', '.join(map(str, frame.columns))}); "
-            f"add the label as a 0/1 column named {target!r}"
-        )
-    labels = set(frame[target].dropna().unique().tolist())
-    empty_cells = int(frame[target].isna().sum())
-    if empty_cells or not labels <= {0, 1} or len(labels) < 2:
-        found = sorted(map(str, labels))
-        raise ValueError(
-            f"column {target!r} in {train_dir} must hold both 0 and 1 and nothing else "
-            f"(found {found}{f' and {empty_cells} empty cells' if empty_cells else ''})"
-        )
-    frame[target] = frame[target].astype(int)
-    return frame
-
-
-def feature_columns(features: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) column names, by dtype."""
-    numeric = [str(c) for c in features.columns if pd.api.types.is_numeric_dtype(features[c])
-               and not pd.api.types.is_bool_dtype(features[c])]
-    categorical = [str(c) for c in features.columns if str(c) not in numeric]
-    return numeric, categorical
 
 
 def build_pipeline(numeric: Sequence[str], categorical: Sequence[str], params: TrainParams) -> Pipeline:
@@ -262,51 +192,75 @@ def headline(evaluation: Mapping[str, Any]) -> str:
 
 
 def train(train_dir: Path | None, model_dir: Path, output_dir: Path, params: TrainParams | None = None,
-          progress: Progress | None = None) -> TrainResult:
-    """Fit the pipeline, evaluate it on a stratified holdout, write model and evaluation files."""
+          progress: Progress | None = None, *, validation_dir: Path | None = None) -> TrainResult:
+    """Fit the pipeline on the training rows, evaluate it, write the model and evaluation files.
+
+    Evaluates on `validation_dir`'s table when given, else on a stratified holdout of params.test_size.
+    Every file appears only if the whole run succeeds (earlier copies are removed first).
+    """
     params = params or TrainParams()
     say = progress or (lambda _message: None)
-
-    if train_dir is None:
-        frame = make_dataset(params.n_rows, params.seed)
-        # No parentheses or commas: the value goes into CustomerMetadataProperties, which forbids them.
-        data_source = f"synthetic:make_dataset/n_rows={params.n_rows}/seed={params.seed}"
-    else:
-        frame = load_channel(train_dir)
-        data_source = str(train_dir)
-    say(f"data: {len(frame)} rows x {frame.shape[1] - 1} features from {data_source}, "
-        f"churn rate {frame[contracts.TARGET_COLUMN].mean():.1%}")
-
-    features = frame.drop(columns=[contracts.TARGET_COLUMN])
-    target = frame[contracts.TARGET_COLUMN].to_numpy()
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, target, test_size=params.test_size, random_state=params.seed, stratify=target
-    )
-    numeric, categorical = feature_columns(features)
-    model = build_pipeline(numeric, categorical, params)
-    say(f"fit: logistic regression on {len(x_train)} rows ({len(numeric)} numeric, {len(categorical)} categorical)")
-    model.fit(x_train, y_train)
-
-    say(f"evaluate: {len(x_test)} holdout rows, {params.bootstrap_rounds} bootstrap resamples")
-    proba = model.predict_proba(x_test)[:, 1]
-    evaluation = evaluate(y_test, proba, LABEL_THRESHOLD, params.bootstrap_rounds, params.seed)
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
     model_path = model_dir / contracts.MODEL_FILE
-    joblib.dump(model, model_path)
     evaluation_path = output_dir / contracts.EVALUATION_FILE
-    evaluation_path.write_text(json.dumps(evaluation, indent=2) + "\n")
     metadata_path = output_dir / TRAINING_METADATA_FILE
-    metadata = {
-        "data_source": data_source,
-        "rows": len(frame),
-        "holdout_rows": len(x_test),
-        "features": {"numeric": numeric, "categorical": categorical},
-        "params": asdict(params),
-        "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__},
-    }
-    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    serving_code = model_dir / "code" / contracts.INFERENCE_SCRIPT
+    with staged_files([model_path, serving_code, evaluation_path, metadata_path]) as staged:
+        if train_dir is None:
+            frame = data_contract.typed_frame(make_dataset(params.n_rows, params.seed))
+            # No parentheses or commas: the value goes into CustomerMetadataProperties, which forbids them.
+            data_source = f"synthetic:make_dataset/n_rows={params.n_rows}/seed={params.seed}"
+            ignored: tuple[str, ...] = ()
+        else:
+            table = data_contract.read_dir(train_dir)
+            frame, data_source, ignored = table.frame(), str(train_dir), table.ignored_columns
+        target = frame[contracts.TARGET_COLUMN].to_numpy()
+        features = frame[list(data_contract.FEATURES)]
+        say(f"data: {len(frame)} rows x {features.shape[1]} features from {data_source}, "
+            f"churn rate {target.mean():.1%}" + (f"; ignored columns: {', '.join(ignored)}" if ignored else ""))
+
+        counts = {label: int((target == label).sum()) for label in contracts.TARGET_VALUES}
+        if validation_dir is None:
+            data_contract.check_split_sizes(counts, {"holdout": params.test_size}, where=data_source)
+            rows = stratified_split(target.tolist(), {"holdout": params.test_size}, params.seed)
+            x_fit, y_fit = features.iloc[rows["train"]], target[rows["train"]]
+            x_eval, y_eval = features.iloc[rows["holdout"]], target[rows["holdout"]]
+            evaluated_on = f"stratified holdout of {params.test_size:.0%}"
+        else:
+            data_contract.check_split_sizes(counts, {}, where=data_source, min_rows=0)
+            validation = data_contract.read_dir(validation_dir)
+            data_contract.check_split_sizes(validation.class_counts(), {}, where=str(validation_dir), min_rows=0)
+            validation_frame = validation.frame()
+            x_fit, y_fit = features, target
+            x_eval = validation_frame[list(data_contract.FEATURES)]
+            y_eval = validation_frame[contracts.TARGET_COLUMN].to_numpy()
+            evaluated_on = f"validation channel {validation_dir}"
+
+        numeric = list(contracts.feature_names(contracts.NUMERIC))
+        categorical = list(contracts.feature_names(contracts.CATEGORICAL))
+        model = build_pipeline(numeric, categorical, params)
+        say(f"fit: logistic regression on {len(x_fit)} rows ({len(numeric)} numeric, {len(categorical)} categorical)")
+        model.fit(x_fit, y_fit)
+
+        say(f"evaluate: {len(x_eval)} rows ({evaluated_on}), {params.bootstrap_rounds} bootstrap resamples")
+        proba = model.predict_proba(x_eval)[:, 1]
+        evaluation = evaluate(y_eval, proba, LABEL_THRESHOLD, params.bootstrap_rounds, params.seed)
+
+        joblib.dump(model, staged[model_path])
+        # SageMaker packs SM_MODEL_DIR as model.tar.gz: with the serving code beside the model it is the
+        # archive register.py builds, which the scikit-learn image serves as it is.
+        shutil.copyfile(INFERENCE_SOURCE, staged[serving_code])
+        staged[evaluation_path].write_text(json.dumps(evaluation, indent=2) + "\n")
+        metadata = {
+            "data_source": data_source,
+            "rows": len(frame),
+            "holdout_rows": len(x_eval),
+            "evaluated_on": evaluated_on,
+            "ignored_columns": list(ignored),
+            "features": {"numeric": numeric, "categorical": categorical},
+            "params": asdict(params),
+            "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__},
+        }
+        staged[metadata_path].write_text(json.dumps(metadata, indent=2) + "\n")
     say(f"wrote {model_path} and {evaluation_path}")
     return TrainResult(model, evaluation, model_path, evaluation_path, metadata_path)
 
@@ -316,9 +270,15 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, default=environ.get("SM_CHANNEL_TRAIN") or None,
                         help="training channel directory (default: SM_CHANNEL_TRAIN; unset: synthetic data)")
+    parser.add_argument("--validation", type=Path, default=environ.get("SM_CHANNEL_VALIDATION") or None,
+                        help="validation channel directory (default: SM_CHANNEL_VALIDATION; unset: a holdout)")
     parser.add_argument("--model-dir", type=Path, default=Path(environ.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR))
     parser.add_argument("--output-dir", type=Path,
                         default=Path(environ.get("SM_OUTPUT_DATA_DIR") or DEFAULT_OUTPUT_DIR))
+    # The training toolkit sets SM_OUTPUT_DIR; SageMaker reports the first 1 KB of <it>/failure as FailureReason.
+    failure = Path(environ["SM_OUTPUT_DIR"]) / "failure" if environ.get("SM_OUTPUT_DIR") else None
+    parser.add_argument("--failure-file", type=Path, default=failure,
+                        help="where a failure's message goes (default: $SM_OUTPUT_DIR/failure in a training job)")
     defaults = TrainParams()
     for name, value in asdict(defaults).items():
         # SageMaker passes hyperparameter names verbatim: accept both spellings.
@@ -331,10 +291,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, os.environ)
     try:
         params = TrainParams(**{name: getattr(args, name) for name in asdict(TrainParams())})
-        result = train(args.train, args.model_dir, args.output_dir, params, progress=lambda m: print(m, flush=True))
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 2
+    try:
+        result = train(args.train, args.model_dir, args.output_dir, params,
+                       progress=lambda m: print(m, flush=True), validation_dir=args.validation)
+    except DataRejected as exc:
+        message = f"{contracts.DATA_REJECTED_MARKER} {exc}"
+        print(message, file=sys.stderr, flush=True)
+        write_failure_message(args.failure_file, message)
+        return contracts.EXIT_DATA_REJECTED
+    except Exception as exc:
+        traceback.print_exc()
+        write_failure_message(args.failure_file, f"training failed: {type(exc).__name__}: {exc}")
+        return 1
     print(headline(result.evaluation), flush=True)
     return 0
 
