@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -14,10 +17,11 @@ from components.approval import AutoApproval
 from components.audit import AuditTrail
 from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs
 from components.janitor import EndpointJanitor
+from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs
 from components.naming import StackNames, partition_of
 from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection, notifies_approvers
 from components.registry import ModelRegistry
-from components.roles import Roles, RolesArgs
+from components.roles import ModelBuildAccess, Roles, RolesArgs
 from components.storage import ArtifactStore
 from config import Settings, load_settings, with_capture_destinations, with_rollback_alarms
 
@@ -71,6 +75,10 @@ def main() -> None:
         "repository": settings.github.repository,
         "branch": settings.github.branch,
         "oidc_provider_arn": settings.github.oidc_provider_arn,
+        "model_build": ModelBuildAccess(
+            compute=settings.model_build.training.compute,
+            custom_training_data_uri=settings.model_build.custom_training_data_uri,
+        ),
     }
     if source is not None:
         roles_args["connection_arn"] = source.arn
@@ -101,6 +109,24 @@ def main() -> None:
             "log_retention_days": settings.log_retention_days,
         }, opts=before_janitor)
 
+    training_data_uri = store.bucket.apply(settings.training_data_uri)
+    model_build_args: ModelBuildPipelineArgs = {
+        "names": names,
+        "region": region,
+        "bucket": store.bucket,
+        "group_name": registry.group_name,
+        "execution_role_arn": roles.sagemaker_execution_role_arn,
+        "image_uri": settings.inference_image_uri,
+        "training_data_uri": training_data_uri,
+        "thresholds": settings.approval.thresholds,
+        "training": settings.model_build.training,
+    }
+    if settings.model_build.sample_data:
+        model_build_args["sample_data"] = _sample_data_asset()
+    # Before the janitor: the pipeline registers packages into the group the janitor empties on destroy.
+    model_build = ModelBuildPipeline("model-build", model_build_args, opts=before_janitor)
+    build_env = _model_build_env(settings, training_data_uri, model_build)
+
     pipeline = None
     if source is not None:
         assert roles.codepipeline_role_arn and roles.train_build_role_arn and roles.deploy_build_role_arn
@@ -121,12 +147,15 @@ def main() -> None:
             "deployment_stages_json": stages_json,
             "approval_mode": settings.approval.mode,
             "log_retention_days": settings.log_retention_days,
+            "model_build_env": build_env,
+            "train_timeout_minutes": settings.train_build_timeout_minutes,
         }
         if approval is not None:
             pipeline_args["auto_approve_function_name"] = approval.function_name
         pipeline = ModelPipeline("pipeline", pipeline_args, opts=before_janitor)
 
-    integration = _github_integration(settings, names, aws_provider, roles, store, registry, stages_json, janitor)
+    integration = _github_integration(settings, names, aws_provider, roles, store, registry, stages_json, build_env,
+                                      janitor)
 
     trail = None
     if settings.audit_trail:
@@ -140,10 +169,49 @@ def main() -> None:
         }, opts=on_aws)
 
     _export(settings, store, registry, roles, stages_json, source, pipeline, approval, integration, trail)
+    pulumi.export("trainingDataUri", training_data_uri)
+    pulumi.export("modelBuildCompute", settings.model_build.training.compute)
+    if model_build.pipeline_name is not None:
+        pulumi.export("modelBuildPipelineName", model_build.pipeline_name)
+
+
+SAMPLE_DATA_DIR = Path("build") / "sample-data"
+
+
+def _sample_data_asset() -> pulumi.asset.FileAsset:
+    """The synthetic churn table as a generated file, so the state keeps its hash and path, not its rows.
+
+    Relative to the project directory, where the CLI runs the program and reads the asset. Written aside
+    and moved into place, and only when it differs, so concurrent runs never read a half-written file.
+    """
+    from training.sample_data import SAMPLE_FILE, sample_csv
+
+    content = sample_csv()
+    path = SAMPLE_DATA_DIR / SAMPLE_FILE
+    if not path.is_file() or path.read_bytes() != content:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{SAMPLE_FILE}.{os.getpid()}")
+        partial.write_bytes(content)
+        partial.replace(path)
+    return pulumi.FileAsset(str(path))
+
+
+def _model_build_env(settings: Settings, training_data_uri: pulumi.Output[str], model_build: ModelBuildPipeline
+                     ) -> Mapping[str, pulumi.Input[str]]:
+    """What the build (CodeBuild train, model-build.yml) reads to build a model: the data, the compute,
+    and with compute `pipeline` the pipeline it starts (its name resolves once the pipeline exists)."""
+    env: dict[str, pulumi.Input[str]] = {
+        contracts.ENV_TRAINING_DATA_URI: training_data_uri,
+        contracts.ENV_MODEL_BUILD_COMPUTE: settings.model_build.training.compute,
+    }
+    if model_build.pipeline_name is not None:
+        env[contracts.ENV_MODEL_BUILD_PIPELINE] = model_build.pipeline_name
+    return env
 
 
 def _github_integration(settings: Settings, names: StackNames, aws_provider: aws.Provider, roles: Roles,
                         store: ArtifactStore, registry: ModelRegistry, stages_json: pulumi.Output[str],
+                        build_env: Mapping[str, pulumi.Input[str]],
                         janitor: EndpointJanitor) -> GitHubIntegration | None:
     """Repository settings (one owning stack per repository) and, for github-actions, the trigger."""
     if not settings.needs_github_token:
@@ -158,6 +226,7 @@ def _github_integration(settings: Settings, names: StackNames, aws_provider: aws
         "SAGEMAKER_EXECUTION_ROLE_ARN": roles.sagemaker_execution_role_arn,
         "DEPLOYMENT_STAGES": stages_json,
         "PULUMI_STACK": settings.stack,
+        **build_env,
     }
     secrets: dict[str, pulumi.Input[str]] = {"AWS_PREVIEW_ROLE_ARN": roles.github_preview_role_arn}
     if roles.github_deploy_role_arn is not None:

@@ -11,6 +11,7 @@ passes them in PULUMI_CONFIG; the defaults below equal the `default:` entries of
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -56,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "logRetentionDays": 30,
     "auditTrail": False,
     "rollbackAlarmLatencyMs": 2000,
+    "trainingData": "",
+    "sampleData": True,
+    "training": {"compute": "pipeline", "instanceType": "ml.m5.xlarge", "processingInstanceCount": 1,
+                 "volumeSizeGb": 30, "maxRuntimeSeconds": 3600, "spot": False},
 }
 REQUIRED_KEYS = ("githubRepository",)
 KNOWN_KEYS = (*REQUIRED_KEYS, *DEFAULTS, *SECRET_KEYS)
@@ -69,6 +74,30 @@ _OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.action
 _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+# s3://<bucket>/<prefix>/ : a bucket name (3-63 lowercase letters, digits, dots, hyphens) and a folder.
+_S3_PREFIX = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<prefix>.*)$")
+# `training` keys (camelCase, like deploymentStages) -> contracts.TrainingSettings fields.
+TRAINING_KEYS = {
+    "compute": "compute",
+    "instanceType": "instance_type",
+    "processingInstanceCount": "processing_instance_count",
+    "volumeSizeGb": "volume_size_gb",
+    "maxRuntimeSeconds": "max_runtime_seconds",
+    "spot": "use_spot",
+    "maxWaitSeconds": "max_wait_seconds",
+}
+# SageMaker's own limits (botocore's model of CreateProcessingJob / CreateTrainingJob).
+MAX_PROCESSING_INSTANCES = 100
+MAX_VOLUME_SIZE_GB = 16384
+MAX_RUNTIME_SECONDS = 777600  # a processing job's limit, the lower of the two job types
+# The longest a CodeBuild build may run; the train project waits for the whole pipeline execution.
+CODEBUILD_MAX_TIMEOUT_MINUTES = 2160
+# GitHub-hosted runners end any job after 6 hours; model-build.yml waits for the execution in one job.
+GITHUB_HOSTED_JOB_MAX_MINUTES = 360
+# Compute `build` trains and registers inside the build box (tiny data).
+INLINE_BUILD_TIMEOUT_MINUTES = 60
+# What the build does besides waiting (install, package and upload the code, stop a timed-out execution).
+BUILD_OVERHEAD_MINUTES = 15
 
 
 class ConfigError(pulumi.RunError):
@@ -111,6 +140,19 @@ class GitHubSettings:
 
 
 @dataclass(frozen=True)
+class ModelBuildSettings:
+    training: contracts.TrainingSettings
+    custom_training_data_uri: str | None
+    """`trainingData` as set (s3://bucket/prefix/); None means the stack's own default prefix."""
+    sample_data: bool
+    """Seed the default prefix with the synthetic churn table (only with the default prefix)."""
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.training.compute == "pipeline"
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     stack: str
@@ -125,6 +167,7 @@ class Settings:
     log_retention_days: int
     audit_trail: bool
     rollback_alarm_latency_ms: int
+    model_build: ModelBuildSettings
 
     @property
     def names(self) -> StackNames:
@@ -143,6 +186,32 @@ class Settings:
     @property
     def has_production_gate(self) -> bool:
         return any(stage.requires_approval for stage in self.deployment_stages)
+
+    @property
+    def model_build_pipeline_name(self) -> str:
+        return contracts.model_build_pipeline_name(self.project, self.stack)
+
+    def training_data_uri(self, bucket: str) -> str:
+        """Where the build and the pipeline read the team's CSV files (the bucket is known only at deploy)."""
+        return (self.model_build.custom_training_data_uri
+                or f"s3://{bucket}/{contracts.training_data_prefix(self.stack)}")
+
+    @property
+    def train_build_timeout_minutes(self) -> int:
+        """The train build's timeout: with compute `pipeline` the longest pipeline execution plus the
+        build's own work (the build stops the execution before the timeout ends the build)."""
+        if not self.model_build.uses_pipeline:
+            return INLINE_BUILD_TIMEOUT_MINUTES
+        return self.model_build_wait_minutes + BUILD_OVERHEAD_MINUTES
+
+    @property
+    def model_build_wait_minutes(self) -> int:
+        """How long the build waits for one execution before it stops it (the definition's wait bound: every
+        job to its cap, every retry, a start-up allowance each); it depends on the training settings only."""
+        from training.pipeline_definition import definition, sample_target, wait_bound_minutes
+
+        target = sample_target(self.stack, self.approval.thresholds, self.model_build.training, self.region)
+        return wait_bound_minutes(definition(target))
 
 
 # --- Raw value parsing (one helper per type, each naming the key) ------------------------------
@@ -358,6 +427,114 @@ def _stages(raw: Mapping[str, str], prefix: str) -> tuple[contracts.DeploymentSt
     return tuple(stages)
 
 
+def _training_data(raw: Mapping[str, str]) -> str | None:
+    name = "trainingData"
+    value = _string(raw, name)
+    if not value:
+        return None
+    example = ("`pulumi config set trainingData s3://your-bucket/churn/` (or remove the key to use the stack's own "
+               "prefix)")
+    match = _S3_PREFIX.match(value)
+    if not value.startswith("s3://"):
+        raise _fail(name, f"{value!r} is not an s3:// URI", f"set the S3 prefix that holds your CSV files: {example}")
+    if not match or ".." in match.group("bucket"):
+        raise _fail(name, f"{value!r} does not start with a valid bucket name (3-63 lowercase letters, digits, dots, "
+                    "hyphens)", f"use s3://<bucket>/<prefix>/: {example}")
+    prefix = match.group("prefix")
+    if prefix and not prefix.endswith("/"):
+        raise _fail(name, f"{value!r} does not end with '/'",
+                    f"end the prefix with a slash (s3://{match.group('bucket')}/{prefix}/): a prefix is a folder of "
+                    "CSV files, and without the slash it would also match its neighbours (e.g. data-old/)")
+    if any(c in prefix for c in "*?") or "${" in prefix or "//" in prefix:
+        raise _fail(name, f"{value!r} holds a wildcard, a policy variable or an empty folder name",
+                    "use the literal folder of your CSV files: the roles are scoped to exactly this prefix")
+    return value
+
+
+def _training(raw: Mapping[str, str]) -> contracts.TrainingSettings:
+    name = "training"
+    given = _json(raw, name)
+    if not isinstance(given, dict):
+        raise _fail(name, "must be an object", "e.g. `pulumi config set --path training.instanceType ml.m5.xlarge`")
+    unknown = sorted(set(given) - set(TRAINING_KEYS))
+    if unknown:
+        raise _fail(name, f"has unknown keys {unknown}", f"use {', '.join(TRAINING_KEYS)} (camelCase)")
+    # A stack file's object replaces Pulumi.yaml's default as a whole: keys left out keep their defaults.
+    values = {**DEFAULTS[name], **given}
+
+    def key(k: str) -> str:
+        return f"{name}.{k}"
+
+    def integer(k: str, low: int, high: int, example: int) -> int:
+        value = values[k]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _fail(key(k), f"{value!r} is not a whole number in {low}..{high}",
+                        f"e.g. `pulumi config set --path {key(k)} {example}`")
+        return value
+
+    compute = values["compute"]
+    if compute not in contracts.COMPUTE_CHOICES:
+        raise _fail(key("compute"), f"unknown compute {compute!r}",
+                    f"use one of {', '.join(contracts.COMPUTE_CHOICES)}: pipeline runs the jobs on SageMaker, build "
+                    "trains inside the build (tiny data only)")
+    instance_type = values["instanceType"]
+    if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
+        raise _fail(key("instanceType"), f"{instance_type!r} is not a SageMaker instance type",
+                    "use an ml.* type, e.g. ml.m5.xlarge")
+    if instance_type not in _job_instance_types():
+        raise _fail(key("instanceType"), f"{instance_type!r} is not a type both training and processing jobs accept",
+                    "check the spelling against SageMaker's instance types (e.g. ml.m5.xlarge, ml.c5.2xlarge)")
+    spot = values["spot"]
+    if not isinstance(spot, bool):
+        raise _fail(key("spot"), f"{spot!r} is not a boolean",
+                    f"set true or false: `pulumi config set --path {key('spot')} true`")
+    runtime = integer("maxRuntimeSeconds", 1, MAX_RUNTIME_SECONDS, 3600)
+    max_wait: int | None = None
+    if values.get("maxWaitSeconds") is not None:
+        max_wait = integer("maxWaitSeconds", 1, MAX_RUNTIME_SECONDS * 3, 7200)
+    if spot and max_wait is None:
+        raise _fail(key("maxWaitSeconds"), "is not set but spot is true",
+                    f"set how long the Train step may wait for spot capacity plus run, at least maxRuntimeSeconds "
+                    f"({runtime}): `pulumi config set --path {key('maxWaitSeconds')} {2 * runtime}`")
+    if max_wait is not None and not spot:
+        raise _fail(key("maxWaitSeconds"), "is set but spot is false",
+                    f"remove it, or set `pulumi config set --path {key('spot')} true` for managed spot training")
+    if max_wait is not None and max_wait < runtime:
+        raise _fail(key("maxWaitSeconds"), f"{max_wait} is less than maxRuntimeSeconds ({runtime})",
+                    f"SageMaker requires the spot wait limit to cover the runtime: set it to at least {runtime}")
+    return contracts.TrainingSettings(
+        compute=compute,
+        instance_type=instance_type,
+        processing_instance_count=integer("processingInstanceCount", 1, MAX_PROCESSING_INSTANCES, 1),
+        volume_size_gb=integer("volumeSizeGb", 1, MAX_VOLUME_SIZE_GB, 30),
+        max_runtime_seconds=runtime,
+        use_spot=spot,
+        max_wait_seconds=max_wait,
+    )
+
+
+@functools.cache
+def _job_instance_types() -> frozenset[str]:
+    """Instance types both CreateTrainingJob and CreateProcessingJob accept (botocore's service model):
+    the one `training.instanceType` serves the Prepare, Train and Evaluate jobs alike."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("TrainingInstanceType").enum) & frozenset(
+        model.shape_for("ProcessingInstanceType").enum)
+
+
+def _model_build(raw: Mapping[str, str]) -> ModelBuildSettings:
+    training = _training(raw)
+    custom_uri = _training_data(raw)
+    sample_data = _bool(raw, "sampleData")
+    if sample_data and custom_uri is not None:
+        raise _fail("sampleData", f"is true but trainingData points at {custom_uri}",
+                    "the sample table seeds only the stack's own default prefix and never your data: "
+                    "`pulumi config set sampleData false`")
+    return ModelBuildSettings(training=training, custom_training_data_uri=custom_uri, sample_data=sample_data)
+
+
 def parse_settings(
     raw: Mapping[str, str],
     *,
@@ -415,6 +592,7 @@ def parse_settings(
         log_retention_days=retention,
         audit_trail=_bool(raw, "auditTrail"),
         rollback_alarm_latency_ms=latency,
+        model_build=_model_build(raw),
     )
     _check_cross_key_rules(settings)
     return settings
@@ -434,6 +612,18 @@ def _check_cross_key_rules(settings: Settings) -> None:
     if github.manage_settings and not github.production_reviewers:
         raise _fail("productionReviewers", "is empty but manageGithubSettings creates the production environment",
                     "list at least one GitHub username who approves production deploys")
+    training = settings.model_build.training
+    if settings.model_build.uses_pipeline:
+        builder, limit = ((f"a GitHub-hosted model-build job ({GITHUB_HOSTED_JOB_MAX_MINUTES // 60} h)",
+                           GITHUB_HOSTED_JOB_MAX_MINUTES) if settings.orchestrator == "github-actions"
+                          else (f"a CodeBuild build ({CODEBUILD_MAX_TIMEOUT_MINUTES // 60} h)",
+                                CODEBUILD_MAX_TIMEOUT_MINUTES))
+        if settings.train_build_timeout_minutes > limit:
+            wait_hours = settings.model_build_wait_minutes / 60
+            raise _fail("training.maxWaitSeconds" if training.use_spot else "training.maxRuntimeSeconds",
+                        f"lets one pipeline execution run {wait_hours:.1f} h (Prepare, Train and Evaluate each up to "
+                        f"its limit, with retries and start-up), longer than {builder} can wait for it",
+                        "lower training.maxRuntimeSeconds (and training.maxWaitSeconds with spot)")
 
 
 def load_settings() -> Settings:

@@ -63,7 +63,12 @@ TRAIN_BUILD_ENV = (
     ENV_INFERENCE_IMAGE_URI,
     ENV_MLOPS_PROJECT,
     ENV_MLOPS_STACK,
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
+# Of TRAIN_BUILD_ENV, set only where the compute is `pipeline` (a `build` stack has no pipeline to name).
+PIPELINE_ONLY_BUILD_ENV = (ENV_MODEL_BUILD_PIPELINE,)
 DEPLOY_BUILD_ENV = (
     ENV_ARTIFACT_BUCKET,
     ENV_MODEL_PACKAGE_GROUP_NAME,
@@ -285,6 +290,11 @@ GITHUB_VARIABLES = (
     "SAGEMAKER_EXECUTION_ROLE_ARN",
     "DEPLOYMENT_STAGES",
     "PULUMI_STACK",
+    # model-build.yml: where the data is, where the model is built, and (compute `pipeline` only) which
+    # SageMaker pipeline it starts.
+    ENV_TRAINING_DATA_URI,
+    ENV_MODEL_BUILD_COMPUTE,
+    ENV_MODEL_BUILD_PIPELINE,
 )
 GITHUB_SECRETS = (
     "AWS_PREVIEW_ROLE_ARN",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import contracts
+
 
 def partition_of(region: str) -> str:
     if region.startswith("cn-"):
@@ -41,6 +43,11 @@ class StackNames:
     @property
     def pipeline(self) -> str:
         return self.prefix
+
+    @property
+    def model_build_pipeline(self) -> str:
+        """The SageMaker pipeline (Prepare -> Train -> Evaluate -> QualityGate -> Register)."""
+        return contracts.model_build_pipeline_name(self.project, self.stack)
 
     @property
     def train_project(self) -> str:
@@ -131,14 +138,20 @@ class Arns:
     def log_group(self, name: str) -> str:
         return self._arn("logs", f"log-group:{name}")
 
-    def log_streams(self, name: str) -> str:
-        return self._arn("logs", f"log-group:{name}:log-stream:*")
+    def log_streams(self, name: str, stream_prefix: str = "") -> str:
+        return self._arn("logs", f"log-group:{name}:log-stream:{stream_prefix}*")
 
     def codebuild_project(self, name: str) -> str:
         return self._arn("codebuild", f"project/{name}")
 
     def pipeline(self, name: str) -> str:
         return self._arn("codepipeline", name)
+
+    def sagemaker_pipeline(self, name: str) -> str:
+        return self._arn("sagemaker", f"pipeline/{name.lower()}")
+
+    def sagemaker_pipeline_executions(self, name: str) -> str:
+        return self._arn("sagemaker", f"pipeline/{name.lower()}/execution/*")
 
     def function(self, name: str) -> str:
         return self._arn("lambda", f"function:{name}")

@@ -7,7 +7,7 @@ while ModelPipeline needs that role: connection -> roles -> pipeline, no cycle.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -117,6 +117,10 @@ class ModelPipelineArgs(TypedDict):
     """contracts.dump_deployment_stages of the stages (with capture destinations and alarm names)."""
     approval_mode: str
     log_retention_days: int
+    model_build_env: Mapping[str, pulumi.Input[str]]
+    """The model build's variables on the train project (data URI, compute, pipeline name)."""
+    train_timeout_minutes: int
+    """Longer than the build waits for a pipeline execution (config.Settings.train_build_timeout_minutes)."""
     auto_approve_function_name: NotRequired[pulumi.Input[str]]
     """approval_mode auto: the function the Approval stage invokes."""
 
@@ -156,8 +160,8 @@ class ModelPipeline(pulumi.ComponentResource):
         }
         train = self._project(
             "train", names.train_project, args["train_role_arn"], contracts.TRAIN_BUILDSPEC,
-            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["inference_image_uri"]},
-            args["log_retention_days"], timeout_minutes=60,
+            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["inference_image_uri"], **args["model_build_env"]},
+            args["log_retention_days"], timeout_minutes=args["train_timeout_minutes"],
         )
         deploy = self._project(
             "deploy", names.deploy_project, args["deploy_role_arn"], contracts.DEPLOY_BUILDSPEC,

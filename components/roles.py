@@ -18,6 +18,7 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+import contracts
 from components import github as github_component
 from components.naming import Arns, StackNames, codebuild_log_group, lambda_log_group
 
@@ -25,6 +26,13 @@ COMPONENT_TOKEN = "sagemaker-mlops:roles:Roles"  # noqa: S105 - a Pulumi type to
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_AUDIENCE = "sts.amazonaws.com"
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
+EXECUTION_PRINCIPAL = "sagemaker-execution"
+# SageMaker Pipelines names the jobs of a step `pipelines-<execution id>-<step>-<suffix>` when the step's
+# arguments carry no job name (ours carry none): the execution id is random, so no stack name fits in
+# the ARN; creating a job is bounded by the stack's tags in the request instead.
+PIPELINE_JOB_PREFIX = "pipelines-"
+# Where SageMaker jobs write their logs (log streams are named after the job).
+JOB_LOG_GROUPS = ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/TrainingJobs")
 
 Policy = dict[str, Any]
 Statement = dict[str, Any]
@@ -86,6 +94,20 @@ def deploy_subjects(repository: str, branch: str) -> list[str]:
 
 # --- Permission policies -------------------------------------------------------------------------
 @dataclass(frozen=True)
+class ModelBuildAccess:
+    """What the model build touches: where the data is and where the model is built."""
+
+    compute: str
+    """contracts.COMPUTE_CHOICES: `pipeline` grants the SageMaker pipeline's calls, `build` the inline path's."""
+    custom_training_data_uri: str | None = None
+    """trainingData as configured; None: the stack's default prefix of the artifact bucket."""
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.compute == "pipeline"
+
+
+@dataclass(frozen=True)
 class Scope:
     """This stack's resources, the only ones any role may touch."""
 
@@ -93,6 +115,19 @@ class Scope:
     names: StackNames
     bucket: str
     group: str
+    model_build: ModelBuildAccess
+
+    @property
+    def training_data(self) -> tuple[str, str]:
+        """(bucket, key prefix) of the training data."""
+        uri = (self.model_build.custom_training_data_uri
+               or f"s3://{self.bucket}/{contracts.training_data_prefix(self.names.stack)}")
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
+    @property
+    def execution_role_arn(self) -> str:
+        return self.arns.role(self.names.role(EXECUTION_PRINCIPAL))
 
 
 def _logs(scope: Scope, log_group: str) -> Statement:
@@ -109,6 +144,68 @@ def _read_bucket(scope: Scope) -> list[Statement]:
 
 def _write_bucket(scope: Scope) -> Statement:
     return _statement("WriteArtifacts", ["s3:PutObject"], [scope.arns.objects(scope.bucket)])
+
+
+def _read_training_data(scope: Scope, *, with_artifact_bucket_read: bool) -> list[Statement]:
+    """List and read the training data prefix, and nothing else of its bucket.
+
+    Roles that already read the whole artifact bucket need nothing more for a prefix inside it.
+    """
+    bucket, prefix = scope.training_data
+    if with_artifact_bucket_read and bucket == scope.bucket:
+        return []
+    return [
+        _statement("ListTrainingData", ["s3:ListBucket"], [scope.arns.bucket(bucket)],
+                   {"StringLike": {"s3:prefix": [f"{prefix}*"]}}),
+        _statement("ReadTrainingData", ["s3:GetObject"], [scope.arns.objects(bucket, prefix)]),
+    ]
+
+
+def _upload_training_code(scope: Scope) -> Statement:
+    return _statement("UploadTrainingCode", ["s3:PutObject"],
+                      [scope.arns.objects(scope.bucket, contracts.source_code_prefix(scope.names.stack))])
+
+
+def _run_model_build_pipeline(scope: Scope) -> list[Statement]:
+    """training/model_build.py with compute `pipeline`: start this stack's pipeline (after uploading the
+    commit's code), watch its execution, stop it on timeout."""
+    arns, name = scope.arns, scope.names.model_build_pipeline
+    return [
+        _statement("StartModelBuildPipeline", ["sagemaker:StartPipelineExecution"], [arns.sagemaker_pipeline(name)]),
+        _statement("WatchModelBuildExecutions",
+                   ["sagemaker:DescribePipelineExecution", "sagemaker:ListPipelineExecutionSteps",
+                    "sagemaker:StopPipelineExecution"],
+                   [arns.sagemaker_pipeline_executions(name)]),
+    ]
+
+
+def _pipeline_execution_statements(scope: Scope) -> list[Statement]:
+    """What SageMaker Pipelines does with the pipeline's role (the execution role) and what the step jobs,
+    which run as the same role, do: create, watch and stop the step jobs, register into the stack's group,
+    pass the role on to the jobs; the jobs read the data and code, write their outputs and logs."""
+    arns, stack = scope.arns, scope.names.stack
+    jobs = [arns.sagemaker(kind, PIPELINE_JOB_PREFIX) for kind in ("processing-job", "training-job")]
+    return [
+        *_read_training_data(scope, with_artifact_bucket_read=True),
+        _statement("WritePipelineRunOutputs", ["s3:PutObject"],
+                   [arns.objects(scope.bucket, contracts.pipeline_runs_prefix(stack))]),
+        # Job ARNs cannot name the stack (see PIPELINE_JOB_PREFIX); the tags every step's request carries can.
+        _statement("StartStackPipelineJobs", ["sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob"], jobs,
+                   {"StringEquals": {f"aws:RequestTag/{contracts.TAG_PROJECT}": scope.names.project,
+                                     f"aws:RequestTag/{contracts.TAG_STACK}": stack}}),
+        # AddTags: the jobs are created with tags (the step's and Pipelines' own execution tags).
+        _statement("WatchAndStopPipelineJobs",
+                   ["sagemaker:AddTags", "sagemaker:DescribeProcessingJob", "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob"], jobs),
+        # The Register step: a versioned package is created in (and tagged through) the stack's group.
+        _statement("RegisterIntoStackGroup",
+                   ["sagemaker:AddTags", "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
+                   [arns.model_packages(scope.group), arns.model_package_group(scope.group)]),
+        _statement("WriteJobLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                   [ref for group in JOB_LOG_GROUPS
+                    for ref in (arns.log_group(group), arns.log_streams(group, PIPELINE_JOB_PREFIX))]),
+        pass_execution_role_statement(scope.execution_role_arn),
+    ]
 
 
 def _list_packages() -> Statement:
@@ -177,7 +274,10 @@ def pass_execution_role_statement(execution_role_arn: str) -> Statement:
 
 
 def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Policy:
+    """Endpoints (read models, capture data, log), and with compute `pipeline` the model-build pipeline
+    and its jobs (the image is the same scikit-learn image for jobs and endpoints)."""
     arns, prefix = scope.arns, scope.names.endpoint_prefix
+    pipeline = _pipeline_execution_statements(scope) if scope.model_build.uses_pipeline else []
     return _policy(
         *_read_bucket(scope),
         _statement("WriteDataCapture", ["s3:PutObject"], [scope.arns.objects(scope.bucket, "data-capture/")]),
@@ -192,12 +292,18 @@ def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Polic
         # cloudwatch:PutMetricData has no resource-level permissions; the condition pins the namespace.
         _statement("EndpointMetricsHaveNoResourceLevelPermissions", ["cloudwatch:PutMetricData"], ["*"],
                    {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}),
+        *pipeline,
     )
 
 
 def train_build_policy(scope: Scope) -> Policy:
     # _read_bucket: CodeBuild fetches the pipeline's input artifact (the source zip) from the bucket.
-    return _policy(_logs(scope, codebuild_log_group(scope.names.train_project)), *_read_bucket(scope),
+    common = [_logs(scope, codebuild_log_group(scope.names.train_project)), *_read_bucket(scope)]
+    if scope.model_build.uses_pipeline:
+        # The pipeline trains and registers; the build uploads the code, starts and watches. WriteArtifacts:
+        # CodeBuild uploads the BuildArtifact (model_package_arn.txt) with this role, and it covers code/.
+        return _policy(*common, _write_bucket(scope), *_run_model_build_pipeline(scope))
+    return _policy(*common, *_read_training_data(scope, with_artifact_bucket_read=True),
                    *_register_statements(scope))
 
 
@@ -272,8 +378,11 @@ def github_preview_policy(scope: Scope) -> Policy:
 
 
 def github_deploy_policy(scope: Scope, execution_role_arn: str) -> Policy:
-    """The model build (train + register) and deploy workflows, in one role trusted from main/production."""
-    return _policy(*_register_statements(scope), *_deploy_statements(scope, execution_role_arn))
+    """The model build and deploy workflows, in one role trusted from main/production. The build either
+    starts the stack's pipeline (compute `pipeline`) or trains on the runner and registers (`build`)."""
+    build = ([_upload_training_code(scope), *_run_model_build_pipeline(scope)] if scope.model_build.uses_pipeline
+             else [*_read_training_data(scope, with_artifact_bucket_read=False), *_register_statements(scope)])
+    return _policy(*build, *_deploy_statements(scope, execution_role_arn))
 
 
 # --- The component ---------------------------------------------------------------------------------
@@ -291,6 +400,7 @@ class RolesArgs(TypedDict):
     branch: str
     oidc_provider_arn: str | None
     """Existing GitHub OIDC provider (one per account); None creates it."""
+    model_build: ModelBuildAccess
     connection_arn: NotRequired[pulumi.Input[str]]
     """Orchestrator codepipeline: the CodeConnection the pipeline's source action uses."""
     pipeline_notifies_approvers: NotRequired[bool]
@@ -329,7 +439,8 @@ class Roles(pulumi.ComponentResource):
 
         image_account, image_repository = args["inference_image_repository"]
         self.sagemaker_execution_role_arn = self._principal(
-            "sagemaker-execution", service_trust_policy(SAGEMAKER_SERVICE), "SageMaker endpoints of the stack",
+            EXECUTION_PRINCIPAL, service_trust_policy(SAGEMAKER_SERVICE),
+            "SageMaker endpoints and model-build pipeline of the stack",
             lambda scope, _exec: sagemaker_execution_policy(
                 scope, scope.arns.ecr_repository(image_account, image_repository)))
         self.github_preview_role_arn = self._principal(
@@ -399,12 +510,12 @@ class Roles(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         args = self._args
-        execution_arn = self.sagemaker_execution_role_arn if principal != "sagemaker-execution" else ""
+        execution_arn = self.sagemaker_execution_role_arn if principal != EXECUTION_PRINCIPAL else ""
 
         def render(values: list[Any]) -> str:
             account, bucket, exec_arn, extra_value = values
             scope = Scope(arns=Arns(partition=args["partition"], region=args["region"], account=account),
-                          names=self._names, bucket=bucket, group=self._names.group)
+                          names=self._names, bucket=bucket, group=self._names.group, model_build=args["model_build"])
             document = build(scope, exec_arn) if extra is None else build(scope, exec_arn, extra_value)
             return json.dumps(document)
 

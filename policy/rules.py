@@ -88,6 +88,7 @@ ROLE_POLICY_TYPE = "aws:iam/rolePolicy:RolePolicy"
 MANAGED_POLICY_TYPE = "aws:iam/policy:Policy"
 ACCESS_KEY_TYPE = "aws:iam/accessKey:AccessKey"
 GROUP_TYPE = "aws:sagemaker/modelPackageGroup:ModelPackageGroup"
+SAGEMAKER_PIPELINE_TYPE = "aws:sagemaker/pipeline:Pipeline"
 PIPELINE_TYPE = "aws:codepipeline/pipeline:Pipeline"
 CODEBUILD_TYPE = "aws:codebuild/project:Project"
 EVENT_RULE_TYPE = "aws:cloudwatch/eventRule:EventRule"
@@ -369,6 +370,67 @@ def builds_register_into_the_group(resources: Sequence[Resource], _options: Opti
     return violations
 
 
+def _register_steps(pipeline: Resource) -> list[Mapping[str, Any]] | None:
+    """The RegisterModel steps of a SageMaker pipeline's definition, those behind a Condition's branches
+    included; None if the definition is not readable JSON."""
+    definition = _document(pipeline.props.get("pipelineDefinition"))
+    if definition is None or "__invalid__" in definition:
+        return None
+    found: list[Mapping[str, Any]] = []
+    pending = [s for s in _list(definition.get("Steps")) if isinstance(s, Mapping)]
+    while pending:
+        step = pending.pop(0)
+        if step.get("Type") == "RegisterModel":
+            found.append(step)
+        elif step.get("Type") == "Condition":
+            arguments = step.get("Arguments") or {}
+            pending += [s for key in ("IfSteps", "ElseSteps") for s in _list(arguments.get(key))
+                        if isinstance(s, Mapping)]
+    return found
+
+
+def pipeline_registers_into_the_group(resources: Sequence[Resource], _options: Options) -> list[Violation]:
+    """The model-build pipeline registers only into the stack's group and only as PendingManualApproval
+    (the approval gate decides, never the pipeline), and the build starts the stack's own pipeline."""
+    groups = {str(g.props.get("modelPackageGroupName")) for g in _of(resources, GROUP_TYPE)}
+    violations: list[Violation] = []
+    pipelines = _of(resources, SAGEMAKER_PIPELINE_TYPE)
+    for pipeline in pipelines:
+        steps = _register_steps(pipeline)
+        if steps is None:
+            violations.append(Violation(f"SageMaker pipeline {pipeline.name} has no readable pipelineDefinition; "
+                                        "pass the definition as JSON text", pipeline.urn))
+            continue
+        if not steps:
+            violations.append(Violation(f"SageMaker pipeline {pipeline.name} has no RegisterModel step: its models "
+                                        "would never reach the registry's inventory", pipeline.urn))
+        for step in steps:
+            arguments = step.get("Arguments") or {}
+            group = arguments.get("ModelPackageGroupName")
+            if str(group) not in groups:
+                violations.append(Violation(
+                    f"SageMaker pipeline {pipeline.name} step {step.get('Name')} registers into {group!r}, not the "
+                    f"stack's group {sorted(groups)}", pipeline.urn))
+            status = arguments.get("ModelApprovalStatus")
+            if status != contracts.STATUS_PENDING:
+                violations.append(Violation(
+                    f"SageMaker pipeline {pipeline.name} step {step.get('Name')} registers with status {status!r}; "
+                    f"register as {contracts.STATUS_PENDING} so the approval gate decides", pipeline.urn))
+    names = {str(p.props.get("pipelineName")) for p in pipelines}
+    started: list[tuple[str, str | None, Any]] = []
+    for project in _of(resources, CODEBUILD_TYPE):
+        for var in _list((project.props.get("environment") or {}).get("environmentVariables")):
+            if var.get("name") == contracts.ENV_MODEL_BUILD_PIPELINE:
+                started.append((f"CodeBuild project {project.name}", project.urn, var.get("value")))
+    for var in _of(resources, GITHUB_VARIABLE_TYPE):
+        if var.props.get("variableName") == contracts.ENV_MODEL_BUILD_PIPELINE:
+            started.append((f"GitHub variable {var.name}", var.urn, var.props.get("value")))
+    violations.extend(Violation(f"{what} starts SageMaker pipeline {name!r}, not one of the stack's {sorted(names)}",
+                                urn)
+                      for what, urn, name in started if str(name) not in names)
+    return violations
+
+
 # --- Secure configuration -----------------------------------------------------------------------
 def _bucket_rule(kind: str, types: Sequence[str], ok: Callable[[Resource], bool], fix: str) -> StackCheck:
     def check(resources: Sequence[Resource], _options: Options) -> list[Violation]:
@@ -528,6 +590,9 @@ RULES: tuple[Rule, ...] = (
     Rule("builds-register-into-the-group", ASSETS,
          "The build that registers packages (with metrics) targets the stack's group.",
          stack_check=builds_register_into_the_group),
+    Rule("pipeline-registers-into-the-group", ASSETS,
+         "The model-build pipeline registers into the stack's group as PendingManualApproval, and the build "
+         "starts the stack's own pipeline.", stack_check=pipeline_registers_into_the_group),
     Rule("bucket-encrypted", CONFIG, "Every bucket has default encryption.", stack_check=bucket_encrypted),
     Rule("bucket-public-access-blocked", CONFIG, "Every bucket blocks public access (all four settings).",
          stack_check=bucket_public_access_blocked),

@@ -148,3 +148,54 @@ def test_readme_config_table_lists_every_key_with_its_pulumi_yaml_default() -> N
         assert shown == expected, key
     for key in config.SECRET_KEYS:
         assert rows[key][0] == "secret string", key
+
+
+# --- The model build --------------------------------------------------------------------------
+def test_training_defaults_are_the_contract_defaults() -> None:
+    # Pulumi.yaml's `training` default, config.py's and contracts.TrainingSettings() describe one build.
+    assert _settings("dev").model_build.training == contracts.TrainingSettings()
+    assert project_config_schema()["training"]["default"] == config.DEFAULTS["training"]
+
+
+def test_training_keys_left_out_keep_their_defaults() -> None:
+    # A stack file's object replaces the default object as a whole; config.py fills in the rest.
+    training = _settings("dev", {"training": {"instanceType": "ml.c5.2xlarge"}}).model_build.training
+    assert training == contracts.TrainingSettings(instance_type="ml.c5.2xlarge")
+
+
+def test_camel_case_training_keys_map_onto_the_contract() -> None:
+    given = {"compute": "pipeline", "instanceType": "ml.m5.2xlarge", "processingInstanceCount": 3,
+             "volumeSizeGb": 50, "maxRuntimeSeconds": 1800, "spot": True, "maxWaitSeconds": 3600}
+    assert _settings("dev", {"training": given}).model_build.training == contracts.TrainingSettings(
+        compute="pipeline", instance_type="ml.m5.2xlarge", processing_instance_count=3, volume_size_gb=50,
+        max_runtime_seconds=1800, use_spot=True, max_wait_seconds=3600)
+    assert set(config.TRAINING_KEYS.values()) == set(contracts.TrainingSettings.__dataclass_fields__)
+
+
+def test_default_training_data_is_the_stacks_prefix_of_the_artifact_bucket() -> None:
+    settings = _settings("dev")
+    assert settings.model_build.custom_training_data_uri is None
+    assert settings.model_build.sample_data is True
+    assert settings.training_data_uri("bucket-1") == "s3://bucket-1/dev/training-data/"
+
+
+def test_own_training_data_replaces_the_default_prefix() -> None:
+    settings = _settings("prod", {"trainingData": "s3://team-data/churn/2026/", "sampleData": False})
+    assert settings.training_data_uri("bucket-1") == "s3://team-data/churn/2026/"
+    assert settings.model_build.sample_data is False
+
+
+def test_train_build_outlasts_the_longest_pipeline_execution() -> None:
+    # The build stops an execution that outlives the definition's wait bound; CodeBuild must not end the
+    # build first, or the execution would run on unwatched.
+    from training.pipeline_definition import definition, sample_target, wait_bound_minutes
+
+    for overrides in (None, {"training": {"maxRuntimeSeconds": 7200, "spot": True, "maxWaitSeconds": 14400}}):
+        settings = _settings("dev", overrides)
+        bound = wait_bound_minutes(definition(sample_target("dev", training=settings.model_build.training)))
+        assert settings.train_build_timeout_minutes > bound
+
+
+def test_inline_build_keeps_the_inline_timeout() -> None:
+    assert _settings("dev", {"training": {"compute": "build"}}).train_build_timeout_minutes == \
+        config.INLINE_BUILD_TIMEOUT_MINUTES

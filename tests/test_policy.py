@@ -323,6 +323,59 @@ def test_workflow_registering_into_another_group_is_caught(prod: Graph) -> None:
     assert caught("builds-register-into-the-group", broken)
 
 
+def _edit_register_step(change: Callable[[dict[str, Any]], object]) -> Callable[[dict[str, Any]], None]:
+    """Rewrite the Register step's arguments inside a SageMaker pipeline's definition."""
+    def apply(props: dict[str, Any]) -> None:
+        definition = json.loads(props["pipelineDefinition"])
+        [gate] = [s for s in definition["Steps"] if s["Type"] == "Condition"]
+        [register] = [s for s in gate["Arguments"]["IfSteps"] if s["Type"] == "RegisterModel"]
+        change(register["Arguments"])
+        props["pipelineDefinition"] = json.dumps(definition)
+    return apply
+
+
+def test_pipeline_registering_into_another_group_is_caught(dev: Graph) -> None:
+    broken = edit(dev, rules.SAGEMAKER_PIPELINE_TYPE,
+                  _edit_register_step(lambda a: a.update(ModelPackageGroupName="someone-elses-group")))
+    messages = caught("pipeline-registers-into-the-group", broken)
+    assert len(messages) == 1 and "registers into 'someone-elses-group'" in messages[0], messages
+
+
+def test_pipeline_approving_its_own_models_is_caught(prod: Graph) -> None:
+    broken = edit(prod, rules.SAGEMAKER_PIPELINE_TYPE,
+                  _edit_register_step(lambda a: a.update(ModelApprovalStatus=contracts.STATUS_APPROVED)))
+    assert caught("pipeline-registers-into-the-group", broken) == [
+        "SageMaker pipeline model-build-pipeline step Register registers with status 'Approved'; register as "
+        "PendingManualApproval so the approval gate decides"]
+
+
+def test_pipeline_without_a_register_step_is_caught(dev: Graph) -> None:
+    def drop_register(props: dict[str, Any]) -> None:
+        definition = json.loads(props["pipelineDefinition"])
+        definition["Steps"] = [s for s in definition["Steps"] if s["Type"] != "Condition"]
+        props["pipelineDefinition"] = json.dumps(definition)
+
+    broken = edit(dev, rules.SAGEMAKER_PIPELINE_TYPE, drop_register)
+    assert any("no RegisterModel step" in m for m in caught("pipeline-registers-into-the-group", broken))
+
+
+def test_train_build_starting_another_pipeline_is_caught(dev: Graph) -> None:
+    def retarget(props: dict[str, Any]) -> None:
+        for var in props["environment"]["environmentVariables"]:
+            if var["name"] == contracts.ENV_MODEL_BUILD_PIPELINE:
+                var["value"] = "someone-elses-pipeline"
+
+    broken = edit(dev, rules.CODEBUILD_TYPE, retarget, where=lambda r: r.name == "pipeline-train")
+    messages = caught("pipeline-registers-into-the-group", broken)
+    assert len(messages) == 1 and "starts SageMaker pipeline 'someone-elses-pipeline'" in messages[0], messages
+
+
+def test_workflow_starting_another_pipeline_is_caught(prod: Graph) -> None:
+    broken = edit(prod, rules.GITHUB_VARIABLE_TYPE, lambda p: p.update(value="someone-elses-pipeline"),
+                  where=lambda r: r.props.get("variableName") == contracts.ENV_MODEL_BUILD_PIPELINE)
+    assert caught("pipeline-registers-into-the-group", broken)
+
+
 # --- Secure configuration ----------------------------------------------------------------------
 @pytest.mark.parametrize("encryption_type", rules.ENCRYPTION_TYPES[:1])
 def test_bucket_without_encryption_is_caught(prod: Graph, encryption_type: str) -> None:

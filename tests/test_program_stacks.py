@@ -261,11 +261,18 @@ def test_train_build_environment_is_exactly_the_contract_and_its_buildspec_exist
     project = _project(dev, "-train")
     env = _env(project)
     assert set(env) == set(contracts.TRAIN_BUILD_ENV)
+    assert env[contracts.ENV_MODEL_BUILD_PIPELINE] == dev.outputs["modelBuildPipelineName"]
     assert env[contracts.ENV_INFERENCE_IMAGE_URI] == contracts.inference_image_uri("us-east-1")
     assert env[contracts.ENV_ARTIFACT_BUCKET] == dev.outputs["artifactBucket"]
     assert project.inputs["source"]["buildspec"] == contracts.TRAIN_BUILDSPEC
     assert (ROOT / contracts.TRAIN_BUILDSPEC).is_file()
     assert project.inputs["environment"]["image"] == "aws/codebuild/standard:7.0"
+
+
+def test_inline_train_build_environment_names_no_pipeline() -> None:
+    env = _env(_project(run_program("dev", {"training": {"compute": "build"}}), "-train"))
+    assert set(env) == set(contracts.TRAIN_BUILD_ENV) - set(contracts.PIPELINE_ONLY_BUILD_ENV)
+    assert env[contracts.ENV_MODEL_BUILD_COMPUTE] == "build"
 
 
 def test_deploy_build_environment_is_exactly_the_contract_and_its_buildspec_exists(dev: ProgramGraph) -> None:
@@ -440,7 +447,8 @@ def test_janitor_depends_on_the_group_and_the_bucket_so_it_is_deleted_first() ->
 
 def test_outputs_tell_the_user_what_comes_next(dev: ProgramGraph, prod: ProgramGraph) -> None:
     for key in ("artifactBucket", "modelPackageGroupName", "pipelineName", "pipelineConsoleUrl", "connectionArn",
-                "connectionStatus", "endpointNames", "githubPreviewRoleArn", "autoApprovalDeadLetterQueueUrl"):
+                "connectionStatus", "endpointNames", "githubPreviewRoleArn", "autoApprovalDeadLetterQueueUrl",
+                "trainingDataUri", "modelBuildCompute", "modelBuildPipelineName"):
         assert dev.outputs.get(key), key
     for key in ("githubDeployRoleArn", "githubTriggerDeadLetterQueueUrl", "githubTokenSecretArn", "auditTrailArn"):
         assert prod.outputs.get(key), key

@@ -1,0 +1,102 @@
+"""ModelBuildPipeline: the stack's SageMaker pipeline (Prepare -> Train -> Evaluate -> QualityGate ->
+Register | Fail) and the sample table that lets a new stack train on its first push.
+
+The definition is plain data from training.pipeline_definition (the same function the embedded run
+executes), rendered once the artifact bucket and the execution role are known. With compute `build`
+the stack has no pipeline (the build trains inline); the sample table is seeded either way, since
+both paths read the `trainingData` prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+import contracts
+from components.naming import StackNames
+from training.pipeline_definition import PipelineTarget, definition_json
+
+COMPONENT_TOKEN = "sagemaker-mlops:model_build:ModelBuildPipeline"  # noqa: S105 - a Pulumi type token
+# The object's name under the data prefix: training.sample_data.SAMPLE_FILE, not imported here because the
+# generator loads numpy, which a stack without sampleData never needs (a test keeps the two equal).
+SAMPLE_DATA_FILE = "churn.csv"
+
+
+class ModelBuildPipelineArgs(TypedDict):
+    names: StackNames
+    region: str
+    bucket: pulumi.Input[str]
+    group_name: pulumi.Input[str]
+    """The stack's model package group: the Register step registers into it (and only it)."""
+    execution_role_arn: pulumi.Input[str]
+    """The pipeline's role, which its jobs run as too (SageMaker execution role)."""
+    image_uri: str
+    """The scikit-learn image: it runs the Prepare, Train and Evaluate jobs and serves the model."""
+    training_data_uri: pulumi.Input[str]
+    thresholds: Mapping[str, float]
+    """The approval thresholds: the QualityGate step fails a model below any of them."""
+    training: contracts.TrainingSettings
+    sample_data: NotRequired[pulumi.asset.Asset]
+    """The deterministic synthetic churn table, uploaded to the default trainingData prefix."""
+
+
+def sample_data_key(stack: str) -> str:
+    return f"{contracts.training_data_prefix(stack)}{SAMPLE_DATA_FILE}"
+
+
+class ModelBuildPipeline(pulumi.ComponentResource):
+    pipeline_name: pulumi.Output[str] | None
+    pipeline_arn: pulumi.Output[str] | None
+    sample_data_key: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: ModelBuildPipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(COMPONENT_TOKEN, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        names = args["names"]
+        training = args["training"]
+
+        sample = args.get("sample_data")
+        self.sample_data_key = None
+        if sample is not None:
+            seeded = aws.s3.BucketObjectv2(
+                f"{name}-sample-data",
+                bucket=args["bucket"],
+                key=sample_data_key(names.stack),
+                source=sample,
+                content_type="text/csv",
+                opts=child,
+            )
+            self.sample_data_key = seeded.key
+
+        self.pipeline_name = self.pipeline_arn = None
+        if training.compute == "pipeline":
+            def render(values: list[Any]) -> str:
+                bucket, group, role_arn, data_uri = values
+                return definition_json(PipelineTarget(
+                    project=names.project, stack=names.stack, region=args["region"],
+                    pipeline_name=names.model_build_pipeline, group=group, bucket=bucket, role_arn=role_arn,
+                    image_uri=args["image_uri"], training_data_uri=data_uri, thresholds=dict(args["thresholds"]),
+                    training=training,
+                ))
+
+            definition = pulumi.Output.all(args["bucket"], args["group_name"], args["execution_role_arn"],
+                                           args["training_data_uri"]).apply(render)
+            pipeline = aws.sagemaker.Pipeline(
+                f"{name}-pipeline",
+                pipeline_name=names.model_build_pipeline,
+                pipeline_display_name=names.model_build_pipeline,
+                pipeline_description=f"Model build of {names.prefix}: Prepare, Train, Evaluate, QualityGate, Register",
+                role_arn=args["execution_role_arn"],
+                pipeline_definition=definition,
+                opts=child,
+            )
+            self.pipeline_name = pipeline.pipeline_name
+            self.pipeline_arn = pipeline.arn
+
+        outputs = {key: value for key, value in
+                   {"pipeline_name": self.pipeline_name, "pipeline_arn": self.pipeline_arn,
+                    "sample_data_key": self.sample_data_key}.items() if value is not None}
+        self.register_outputs(outputs)
