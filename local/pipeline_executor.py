@@ -620,6 +620,18 @@ class PipelineExecution:
             return {"status": self.status, "failure_reason": self.failure_reason,
                     "last_modified": self.last_modified, "steps": [s.api() for s in self.steps]}
 
+    def step_records(self) -> list[StepRecord]:
+        """Copies of the step records (the executor keeps writing the originals)."""
+        with self._lock:
+            return [copy.deepcopy(record) for record in self.steps]
+
+    def exit_message(self, record: StepRecord) -> str:
+        """A processing step's ExitMessage (what its container said in /opt/ml/output/message), or ""."""
+        arn = record.metadata.get("ProcessingJob", {}).get("Arn", "")
+        with self._lock:
+            job = self.jobs.get(arn.rsplit("/", 1)[-1])
+            return str(job.description.get("ExitMessage", "")) if job is not None else ""
+
     def _touch(self) -> None:
         self.last_modified = datetime.now(timezone.utc)
 
