@@ -322,15 +322,20 @@ def _positions(header: list[str], wanted: Sequence[str], name: str) -> dict[str,
                 column=column, fix=f"keep one column named {column!r} and rename or drop the others")
     missing = [column for column in wanted if column not in seen]
     if missing:
-        hints = [hint for hint in (_hint(column, header) for column in missing) if hint]
-        found = ", ".join(repr(c) for c in header[:15]) + (" ..." if len(header) > 15 else "")
+        found = ", ".join(repr(c) for c in header[:12]) + (" ..." if len(header) > 12 else "")
         problem = ("the target column is missing from the header" if missing == [TARGET] else
                    f"declared column(s) {', '.join(map(repr, missing))} missing from the header")
-        fix = ("; ".join(hints) + "; " if hints else "") + (
-            f"the header must name every declared column ({', '.join(FEATURES)}) and {TARGET!r} "
-            f"(1 for a customer who left, 0 for one who stayed), spelled exactly so; other columns are ignored")
-        raise DataRejected(f"{problem} (found {found})", file=name, column=missing[0], fix=fix)
+        fixes = [_hint(column, header) or _add(column) for column in missing]
+        raise DataRejected(f"{problem} (found {found})", file=name, column=missing[0],
+                           fix="; ".join(fixes) + " (names must match exactly; other columns are ignored)")
     return {column: seen[column][0] for column in wanted}
+
+
+def _add(column: str) -> str:
+    if column == TARGET:
+        return f"add the label as a column {TARGET!r}: 1 for a customer who left, 0 for one who stayed"
+    declared = next(c for c in contracts.CHURN_FEATURES if c.name == column)
+    return f"add a column {column!r} ({declared.kind}: {declared.description})"
 
 
 def _hint(column: str, header: Sequence[str]) -> str | None:
@@ -341,7 +346,7 @@ def _hint(column: str, header: Sequence[str]) -> str | None:
         if normal(candidate) == normal(column):
             return f"rename {candidate!r} to {column!r}"
     close = difflib.get_close_matches(column, list(header), n=1, cutoff=0.8)
-    return f"rename {close[0]!r} to {column!r} if that is the same column" if close else None
+    return f"rename {close[0]!r} to {column!r} if it is that column" if close else None
 
 
 def _check_target(values: list[str], row_numbers: Sequence[int], name: str) -> None:
