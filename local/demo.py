@@ -1,11 +1,13 @@
 """`make demo`: the model lifecycle end to end on this machine, against an AWS emulator.
 
-    python -m local.demo [--thresholds '{"auc": 0.999}'] [--workdir .demo] [--plain]
+    python -m local.demo [--data DIR] [--thresholds '{"auc": 0.999}'] [--workdir .demo] [--plain]
 
-Build (train, evaluate, register) -> Approval (the auto-approval handler decides) -> Deploy (endpoint,
-smoke-tested through the real model) -> Serve (predictions from the deployed artifact).
-Exit codes: 0 success, 1 a stage failed, 2 bad arguments, 3 the model was rejected (nothing deployed),
-130 interrupted. Everything started is stopped in every case.
+Build (the stack's model-build pipeline, run step by step on this machine: Prepare -> Train -> Evaluate ->
+QualityGate -> Register) -> Approval (the auto-approval handler decides) -> Deploy (endpoint, smoke-tested
+through the real model) -> Serve (predictions from the deployed artifact). The pipeline trains on the
+synthetic sample table, or with --data on every file in DIR (uploaded to the stack's data prefix).
+Exit codes: 0 served; 3 the model did not pass (the QualityGate or the approval); 4 the data was rejected;
+1 anything else; 2 bad arguments; 130 interrupted. Everything started is stopped in every case.
 """
 
 from __future__ import annotations
@@ -47,11 +49,24 @@ def parse_thresholds(text: str) -> dict[str, float]:
     return bars
 
 
+def data_folder(text: str) -> Path:
+    """--data: a folder holding at least one file."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder; pass the folder that holds the team's CSV files")
+    if not any(p.is_file() for p in path.rglob("*")):
+        raise argparse.ArgumentTypeError(f"{text} is empty; put the team's CSV files in it")
+    return path
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=data_folder, default=None, metavar="DIR",
+                        help="train on the CSV files in DIR (default: the synthetic sample table)")
     parser.add_argument("--thresholds", type=parse_thresholds, default=None,
-                        help="approval bars instead of the dev profile's, e.g. '{\"auc\": 0.999}' to see a rejection")
+                        help="quality gate and approval bars instead of the dev profile's, e.g. '{\"auc\": 0.999}' "
+                             "to see a model that does not pass")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help="work directory, emptied at start (default: .demo)")
     parser.add_argument("--region", default="us-east-1")
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A shell starts background jobs with SIGINT ignored; the demo must still stop cleanly on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console(sys.stdout, interactive=False if args.plain else None)
-    options = DemoOptions(workdir=args.workdir, thresholds=args.thresholds, region=args.region)
+    options = DemoOptions(workdir=args.workdir, thresholds=args.thresholds, region=args.region, data_dir=args.data)
     code, _ = run(options, console)
     return code
 

@@ -88,6 +88,20 @@ class Bootstrap:
     project: str
     stack: str
 
+    @property
+    def training_data_uri(self) -> str:
+        """The stack's default `trainingData` prefix (the program seeds it with the sample table)."""
+        return f"s3://{self.bucket}/{contracts.training_data_prefix(self.stack)}"
+
+    @property
+    def pipeline_name(self) -> str:
+        return contracts.model_build_pipeline_name(self.project, self.stack)
+
+    @property
+    def tags(self) -> list[dict[str, str]]:
+        return [{"Key": contracts.TAG_PROJECT, "Value": self.project},
+                {"Key": contracts.TAG_STACK, "Value": self.stack}]
+
 
 @dataclass
 class Emulator:
@@ -233,6 +247,35 @@ class Emulator:
             project=project,
             stack=stack,
         )
+
+
+def create_model_build_pipeline(emulator: Emulator, boot: Bootstrap, thresholds: Mapping[str, float],
+                                training: contracts.TrainingSettings) -> str:
+    """CreatePipeline with the program's own definition (training.pipeline_definition) for this stack; its ARN."""
+    from training.pipeline_definition import PipelineTarget, definition_json
+
+    target = PipelineTarget(
+        project=boot.project, stack=boot.stack, region=emulator.region, pipeline_name=boot.pipeline_name,
+        group=boot.group, bucket=boot.bucket, role_arn=boot.execution_role_arn,
+        image_uri=contracts.inference_image_uri(emulator.region), training_data_uri=boot.training_data_uri,
+        thresholds=dict(thresholds), training=training,
+    )
+    created = emulator.client("sagemaker").create_pipeline(
+        PipelineName=boot.pipeline_name, PipelineDefinition=definition_json(target), RoleArn=boot.execution_role_arn,
+        PipelineDescription=f"model build of {boot.project} stack {boot.stack} (embedded run)", Tags=boot.tags,
+    )
+    return str(created["PipelineArn"])
+
+
+def seed_training_data(emulator: Emulator, boot: Bootstrap, files: Mapping[str, bytes]) -> list[str]:
+    """Put files (relative name -> bytes) under the stack's data prefix, as a team or `sampleData` would; the URIs."""
+    bucket, _, prefix = boot.training_data_uri.removeprefix("s3://").partition("/")
+    s3 = emulator.client("s3")
+    uris = []
+    for name, body in sorted(files.items()):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{name}", Body=body)
+        uris.append(f"s3://{bucket}/{prefix}{name}")
+    return uris
 
 
 def _read_endpoint_url(process: subprocess.Popen[str], timeout: float, log_path: Path | None) -> str:

@@ -55,7 +55,9 @@ SKIPPED_PHASE = "install"
 HEARTBEAT_SECONDS = 15.0
 
 EXIT_FAILED = 1
-EXIT_REJECTED = 3
+# The model did not pass: the pipeline's QualityGate or the approval gate (contracts.EXIT_QUALITY_GATE).
+EXIT_REJECTED = contracts.EXIT_QUALITY_GATE
+EXIT_DATA_REJECTED = contracts.EXIT_DATA_REJECTED
 EXIT_INTERRUPTED = 130
 
 
@@ -65,16 +67,24 @@ class StageFailed(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{stage}: {message}")
         self.stage = stage
         self.reason = message
+        self.status = status
+        """Exit status of the buildspec command that failed, if a command did."""
 
 
 class ModelRejected(StageFailed):
-    """The approval gate rejected the package: nothing is deployed."""
+    """The model did not pass (the pipeline's QualityGate or the approval gate): nothing is deployed."""
 
     exit_code = EXIT_REJECTED
+
+
+class DataRejected(StageFailed):
+    """The data contract rejected the training data: nothing is trained."""
+
+    exit_code = EXIT_DATA_REJECTED
 
 
 # --- Console ------------------------------------------------------------------------------------------
@@ -141,6 +151,14 @@ class Console:
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:6.1f}s"
+
+
+def _relative(path: Path) -> str:
+    """A path as short as it can be said from the current directory."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 # --- Buildspecs ---------------------------------------------------------------------------------------
@@ -291,6 +309,7 @@ def run_buildspec(spec: Buildspec, *, stage: str, source_dir: Path, env: Mapping
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="shell-", dir=log_path.parent) as scratch:
         failure: str | None = None
+        failed_status: int | None = None
         for name in RUN_PHASES:
             phase = spec.phases.get(name)
             if phase is None or (failure is not None and name != "post_build"):
@@ -300,14 +319,16 @@ def run_buildspec(spec: Buildspec, *, stage: str, source_dir: Path, env: Mapping
                 status = run_command(command, state, console, log, Path(scratch))
                 if status != 0:
                     phase_failed = True
-                    failure = failure or f"`{command}` exited with {status} in phase {name} (output in {log_path})"
+                    if failure is None:
+                        failure = f"`{command}` exited with {status} in phase {name} (output in {log_path})"
+                        failed_status = status
                     break
             for command in phase.finally_commands:
                 run_command(command, state, console, log, Path(scratch))
             if phase_failed and phase.on_failure == "CONTINUE":
-                failure = None
+                failure = failed_status = None
         if failure is not None:
-            raise StageFailed(stage, failure)
+            raise StageFailed(stage, failure, failed_status)
     return state
 
 
@@ -337,6 +358,47 @@ def git_head() -> str:
     head = done.stdout.strip()
     # A tarball without .git still builds: the commit metadata then says so instead of inventing one.
     return head if done.returncode == 0 and head else "0" * 40
+
+
+# --- The model build -------------------------------------------------------------------------------------
+PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_EVALUATE, contracts.STEP_QUALITY_GATE,
+                  contracts.STEP_REGISTER)
+
+
+def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
+    """The files a stack's data prefix gets (relative name -> bytes) and where they came from.
+
+    Without a folder: the deterministic sample table, as `sampleData` seeds a new stack. With one: every file
+    under it (sub-folders kept), as a team would upload them; the pipeline's Prepare step decides what is usable.
+    """
+    if data_dir is None:
+        from training.sample_data import SAMPLE_FILE, sample_csv
+
+        return {SAMPLE_FILE: sample_csv()}, "the synthetic sample table (training.sample_data)"
+    if not data_dir.is_dir():
+        raise ValueError(f"--data {data_dir}: not a folder; pass the folder that holds the team's CSV files")
+    files = {path.relative_to(data_dir).as_posix(): path.read_bytes()
+             for path in sorted(data_dir.rglob("*")) if path.is_file()}
+    if not files:
+        raise ValueError(f"--data {data_dir}: the folder is empty; put the team's CSV files in it")
+    return files, str(data_dir)
+
+
+def step_detail(record: Any) -> str:
+    """One line about a pipeline step: its job, the gate's outcome, the package, or why it failed."""
+    if record.cache_source:
+        return f"cached: the step of {record.cache_source.rsplit('/', 1)[-1]}"
+    metadata = record.metadata
+    if record.status == "Failed" and record.failure_reason:
+        return " ".join(record.failure_reason.split())[:240]
+    if "Condition" in metadata:
+        return "passed" if metadata["Condition"].get("Outcome") == "True" else "not passed"
+    if "RegisterModel" in metadata:
+        return str(metadata["RegisterModel"]["Arn"])
+    for kind in ("ProcessingJob", "TrainingJob"):
+        if kind in metadata:
+            return f"{kind[0].lower()}{kind[1:].replace('Job', ' job')} {metadata[kind]['Arn'].rsplit('/', 1)[-1]}"
+    return ""
 
 
 # --- Approval -----------------------------------------------------------------------------------------
@@ -393,7 +455,10 @@ class ApprovalProfile:
 @dataclass(frozen=True)
 class Profile:
     approval: ApprovalProfile
+    """The approval Lambda's bars; the model-build pipeline's QualityGate checks the same thresholds."""
     stage: contracts.DeploymentStage
+    training: contracts.TrainingSettings = field(default_factory=contracts.TrainingSettings)
+    """Where and on what the model is built (the profile's `training` config)."""
 
 
 def _stack_config(path: Path) -> dict[str, str]:
@@ -409,7 +474,7 @@ def _stack_config(path: Path) -> dict[str, str]:
 
 
 def load_profile(stack: str = PROFILE_STACK, thresholds: Mapping[str, float] | None = None) -> Profile:
-    """Approval bars and first serverless deployment stage of a stack profile, validated by config.py."""
+    """Approval bars, training settings and first serverless deployment stage of a stack profile (config.py)."""
     import config  # the program's settings parser; imported here so `import local.runner` stays light
 
     path = REPO_ROOT / f"Pulumi.{stack}.yaml"
@@ -421,8 +486,8 @@ def load_profile(stack: str = PROFILE_STACK, thresholds: Mapping[str, float] | N
         settings = config.parse_settings(raw, stack=stack, region="us-east-1",
                                          secrets={name: "unused" for name in config.SECRET_KEYS})
     except config.ConfigError as exc:
-        raise ValueError(f"{path.name} does not parse ({exc}); the embedded run borrows its approval bars "
-                         "and deployment stage, so fix the file (config.py names the key)") from None
+        raise ValueError(f"{path.name} does not parse ({exc}); the embedded run borrows its approval bars, "
+                         "training settings and deployment stage, so fix the file (config.py names the key)") from None
     approval = ApprovalProfile(dict(settings.approval.thresholds), settings.approval.champion_metric,
                                settings.approval.champion_min_delta,
                                f"{path.name} via config.py" if path.is_file() else "config.py defaults")
@@ -436,7 +501,7 @@ def load_profile(stack: str = PROFILE_STACK, thresholds: Mapping[str, float] | N
         name=chosen.name, endpoint_name=f"{contracts.PROJECT}-{LOCAL_STACK}-{chosen.name}",
         serverless=chosen.serverless or contracts.Serverless(), data_capture=None,
     )
-    return Profile(approval, stage)
+    return Profile(approval, stage, settings.model_build.training)
 
 
 @contextlib.contextmanager
@@ -574,6 +639,8 @@ class DemoOptions:
     emulator_url: str | None = None
     """Attach to this moto server instead of starting one (the test suite's)."""
     sample_count: int = 3
+    data_dir: Path | None = None
+    """The team's CSV files, uploaded to the stack's data prefix; None: the synthetic sample table."""
 
 
 @dataclass
@@ -585,8 +652,23 @@ class StageTiming:
 
 
 @dataclass
+class PipelineStepTiming:
+    """One step of the model-build pipeline's execution, as ListPipelineExecutionSteps reports it."""
+
+    name: str
+    status: str
+    seconds: float
+    detail: str
+
+
+@dataclass
 class DemoResult:
     stages: list[StageTiming] = field(default_factory=list)
+    pipeline_steps: list[PipelineStepTiming] = field(default_factory=list)
+    pipeline_execution_arn: str = ""
+    model_dir: Path | None = None
+    """Where the build left the trained model (the Train job's /opt/ml/model, or the inline build's folder)."""
+    evaluation_path: Path | None = None
     package_arn: str = ""
     approval: ApprovalOutcome | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -633,7 +715,8 @@ class DemoRun:
         except BaseException as exc:
             seconds = time.monotonic() - started
             if isinstance(exc, StageFailed):
-                reason, verdict = exc.reason, "REJECTED" if isinstance(exc, ModelRejected) else "FAILED"
+                rejected = isinstance(exc, ModelRejected | DataRejected)
+                reason, verdict = exc.reason, "REJECTED" if rejected else "FAILED"
             elif isinstance(exc, KeyboardInterrupt):
                 reason, verdict = "interrupted", "INTERRUPTED"
             else:
@@ -660,8 +743,9 @@ class DemoRun:
             boot = emulator.bootstrap(stack=LOCAL_STACK)
             say(f"AWS emulator (moto) at {emulator.endpoint_url}: bucket {boot.bucket}, group {boot.group}, "
                 f"role {boot.execution_role_arn.split('/')[-1]}")
+            pipelines = self._bootstrap_model_build(emulator, boot, profile, workdir, cleanup)
             artifacts = workdir / "artifacts" / "BuildArtifact"
-            self._build(emulator, boot, workdir, artifacts)
+            self._build(emulator, boot, workdir, artifacts, profile.training, pipelines)
             self._approve(emulator, boot, profile.approval)
             hosting = self._start_hosting(emulator, cleanup)
             self._deploy(emulator, boot, workdir, artifacts, profile.stage, hosting.url)
@@ -692,9 +776,41 @@ class DemoRun:
             **extra,
         )
 
-    def _build(self, emulator: Emulator, boot: Bootstrap, workdir: Path, artifacts: Path) -> None:
+    def _bootstrap_model_build(self, emulator: Emulator, boot: Bootstrap, profile: Profile, workdir: Path,
+                               cleanup: contextlib.ExitStack) -> Any:
+        """What `pulumi up` adds for the model build: the data prefix's files and (compute pipeline) the pipeline.
+
+        Returns the Pipelines shim that runs the pipeline's executions, or None for compute `build`.
+        """
+        from local.emulator import create_model_build_pipeline, seed_training_data
+
+        say = self.console.print
+        files, source = training_files(self.options.data_dir)
+        seed_training_data(emulator, boot, files)
+        say(f"training data: {len(files)} file(s) from {source} in {boot.training_data_uri}")
+        training = profile.training
+        if training.compute != "pipeline":
+            say(f"training.compute is {training.compute!r}: the build trains inline, no pipeline")
+            return None
+        from local.pipeline_executor import Sandbox
+        from local.pipelines_shim import PipelinesShim
+
+        create_model_build_pipeline(emulator, boot, profile.approval.thresholds, training)
+        gate = ", ".join(f"{metric} >= {bar:g}" for metric, bar in sorted(profile.approval.thresholds.items()))
+        say(f"pipeline {boot.pipeline_name} created (CreatePipeline) from training.pipeline_definition: "
+            f"QualityGate {gate}, {training.instance_type}")
+        shim = PipelinesShim(emulator.endpoint_url, sagemaker=emulator.client("sagemaker"), s3=emulator.client("s3"),
+                             sandbox=Sandbox(jobs_root=workdir / "jobs", job_env=emulator.env(base={}))).start()
+        cleanup.callback(self._stopped, "SageMaker Pipelines shim and its jobs", shim.stop)
+        say(f"sagemaker shim at {shim.url} (runs pipeline executions on this machine, forwards the rest to moto)")
+        return shim
+
+    def _build(self, emulator: Emulator, boot: Bootstrap, workdir: Path, artifacts: Path,
+               training: contracts.TrainingSettings, pipelines: Any) -> None:
         spec_path = REPO_ROOT / contracts.TRAIN_BUILDSPEC
-        with self._stage(1, "Build", f"{contracts.TRAIN_BUILDSPEC} (train, evaluate, register)") as detail:
+        how = ("the model-build pipeline: " + " -> ".join(PIPELINE_STEPS) if pipelines is not None
+               else "inline: prepare, train, evaluate, register")
+        with self._stage(1, "Build", f"{contracts.TRAIN_BUILDSPEC} ({how})") as detail:
             spec = _load_or_fail(spec_path, "Build")
             source = snapshot_source(workdir / "source-build")
             values = {
@@ -703,16 +819,27 @@ class DemoRun:
                 contracts.ENV_INFERENCE_IMAGE_URI: contracts.inference_image_uri(emulator.region),
                 contracts.ENV_MLOPS_PROJECT: boot.project,
                 contracts.ENV_MLOPS_STACK: boot.stack,
+                contracts.ENV_TRAINING_DATA_URI: boot.training_data_uri,
+                contracts.ENV_MODEL_BUILD_COMPUTE: training.compute,
+                contracts.ENV_MODEL_BUILD_PIPELINE: boot.pipeline_name,
             }
-            project_env = {name: values[name] for name in contracts.TRAIN_BUILD_ENV}
-            # SageMaker's script-mode directories, where buildspec's artifact list expects training's output.
-            from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR
-
+            # The program sets the pipeline's name only where there is a pipeline.
+            project_env = {name: values[name] for name in contracts.TRAIN_BUILD_ENV
+                           if pipelines is not None or name not in contracts.PIPELINE_ONLY_BUILD_ENV}
             env = self._codebuild_env(emulator, source, project_env,
-                                      SM_MODEL_DIR=str(source / DEFAULT_MODEL_DIR),
-                                      SM_OUTPUT_DATA_DIR=str(source / DEFAULT_OUTPUT_DIR))
-            run_buildspec(spec, stage="Build", source_dir=source, env=env, console=self.console,
-                          log_path=workdir / "logs" / "build.log")
+                                      **(pipelines.environ() if pipelines is not None else {}))
+            try:
+                run_buildspec(spec, stage="Build", source_dir=source, env=env, console=self.console,
+                              log_path=workdir / "logs" / "build.log")
+            except StageFailed as failed:
+                self._report_pipeline(pipelines)
+                raise self._why_the_build_failed(failed, pipelines) from None
+            self._report_pipeline(pipelines)
+            if pipelines is None:
+                from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR
+
+                self.result.model_dir = source / DEFAULT_MODEL_DIR
+                self.result.evaluation_path = source / DEFAULT_OUTPUT_DIR / contracts.EVALUATION_FILE
             collect_artifacts(spec, source, artifacts, "Build")
             arn_file = artifacts / contracts.MODEL_PACKAGE_ARN_FILE
             if not arn_file.is_file():
@@ -723,6 +850,48 @@ class DemoRun:
             if status != contracts.STATUS_PENDING:
                 raise StageFailed("Build", f"registered package is {status}, expected {contracts.STATUS_PENDING}")
             detail.append(f"registered {self.result.package_arn} ({status})")
+
+    def _report_pipeline(self, pipelines: Any) -> None:
+        """Each step of the build's pipeline execution with its time, and where a failed job's log is."""
+        if pipelines is None or not pipelines.executions:
+            return
+        say = self.console.print
+        execution = pipelines.executions[-1]
+        self.result.pipeline_execution_arn = execution.arn
+        records = execution.step_records()
+        total = sum(r.seconds for r in records)
+        say(f"  pipeline execution {execution.execution_id}: {execution.status}, steps {total:.1f}s "
+            f"(jobs in {_relative(execution.folder)})")
+        for record in records:
+            detail = step_detail(record)
+            self.result.pipeline_steps.append(PipelineStepTiming(record.name, record.status, record.seconds, detail))
+            say(f"    {record.name:<12} {record.status:<10} {_fmt_seconds(record.seconds)}  {detail}".rstrip())
+            if record.status == "Failed":
+                for log in record.log_paths:
+                    say(f"      log: {_relative(log)}")
+        model_dir = execution.folder / contracts.STEP_TRAIN / "opt" / "ml" / "model"
+        evaluation = (execution.folder / contracts.STEP_EVALUATE / "opt" / "ml" / "processing" / "output" / "evaluation"
+                      / contracts.EVALUATION_FILE)
+        self.result.model_dir = model_dir if model_dir.is_dir() else None
+        self.result.evaluation_path = evaluation if evaluation.is_file() else None
+
+    def _why_the_build_failed(self, failed: StageFailed, pipelines: Any) -> StageFailed:
+        """The build's exit code says why (training.model_build): the gate (3), the data (4), or anything else."""
+        said = ""
+        if pipelines is not None and pipelines.executions:
+            execution = pipelines.executions[-1]
+            failures = [r for r in execution.step_records() if r.status == "Failed"]
+            if failures:
+                # A processing job says why in its ExitMessage; the step's FailureReason is SageMaker's summary.
+                said = execution.exit_message(failures[0]) or failures[0].failure_reason or ""
+        said = " ".join(said.split())
+        if failed.status == EXIT_REJECTED:
+            return ModelRejected("Build", f"the model did not pass the {contracts.STEP_QUALITY_GATE}, nothing was "
+                                          f"registered or deployed: {said or failed.reason}", failed.status)
+        if failed.status == EXIT_DATA_REJECTED:
+            return DataRejected("Build", f"the training data was rejected, nothing was trained: "
+                                         f"{said or failed.reason}", failed.status)
+        return failed
 
     def _approve(self, emulator: Emulator, boot: Bootstrap, approval: ApprovalProfile) -> None:
         say = self.console.print
