@@ -242,14 +242,37 @@ def _read_env_dump(path: Path) -> dict[str, str]:
     return env
 
 
+# How long a stopped command may take to wind down (the build stops its pipeline execution) before SIGKILL.
+STOP_GRACE_SECONDS = 15.0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _stop_process_group(process: subprocess.Popen[Any]) -> None:
-    for signum, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
+    """SIGTERM the command's whole process group, SIGKILL whatever is left after the grace period.
+
+    The group, not only bash: a command that handles SIGTERM (training.model_build stops its execution)
+    outlives the bash that started it, and must not be left running.
+    """
+    for signum, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        if not _group_alive(process.pid):
+            break
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
+        deadline = time.monotonic() + wait
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.1)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1.0)
 
 
 def run_command(command: str, state: ShellState, console: Console, log: IO[str], scratch: Path) -> int:
@@ -382,6 +405,18 @@ def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
     if not files:
         raise ValueError(f"--data {data_dir}: the folder is empty; put the team's CSV files in it")
     return files, str(data_dir)
+
+
+def data_summary(prepare_root: Path) -> str:
+    """What Prepare read, from its data report: rows, files, and the columns it ignored."""
+    output = prepare_root / "opt" / "ml" / "processing" / "output"
+    try:
+        report = json.loads((output / contracts.DATA_REPORT_OUTPUT / contracts.DATA_REPORT_FILE).read_text())
+        ignored = ", ".join(report.get("ignored_columns") or []) or "none"
+        return (f"{report['rows']} rows from {len(report['files'])} file(s), churn rate {report['churn_rate']:.1%}, "
+                f"ignored columns: {ignored}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # several instances, or a report of another shape: the step line says enough
 
 
 def step_detail(record: Any) -> str:
@@ -864,6 +899,8 @@ class DemoRun:
             f"(jobs in {_relative(execution.folder)})")
         for record in records:
             detail = step_detail(record)
+            if record.name == contracts.STEP_PREPARE and record.status == "Succeeded":
+                detail = "; ".join(filter(None, [detail, data_summary(execution.folder / record.name)]))
             self.result.pipeline_steps.append(PipelineStepTiming(record.name, record.status, record.seconds, detail))
             say(f"    {record.name:<12} {record.status:<10} {_fmt_seconds(record.seconds)}  {detail}".rstrip())
             if record.status == "Failed":
