@@ -123,6 +123,7 @@ def main() -> None:
     }
     if settings.model_build.sample_data:
         model_build_args["sample_data"] = _sample_data_asset()
+        model_build_args["bucket_settings"] = store
     # Before the janitor: the pipeline registers packages into the group the janitor empties on destroy.
     model_build = ModelBuildPipeline("model-build", model_build_args, opts=before_janitor)
     build_env = _model_build_env(settings, training_data_uri, model_build)

@@ -92,8 +92,6 @@ MAX_VOLUME_SIZE_GB = 16384
 MAX_RUNTIME_SECONDS = 777600  # a processing job's limit, the lower of the two job types
 # The longest a CodeBuild build may run; the train project waits for the whole pipeline execution.
 CODEBUILD_MAX_TIMEOUT_MINUTES = 2160
-# GitHub-hosted runners end any job after 6 hours; model-build.yml waits for the execution in one job.
-GITHUB_HOSTED_JOB_MAX_MINUTES = 360
 # Compute `build` trains and registers inside the build box (tiny data).
 INLINE_BUILD_TIMEOUT_MINUTES = 60
 # What the build does besides waiting (install, package and upload the code, stop a timed-out execution).
@@ -567,6 +565,9 @@ def parse_settings(
         raise _fail("modelPackageGroupName", f"{group!r} is not a SageMaker name",
                     "use up to 63 letters, digits and inner hyphens, e.g. churn-model-prod")
     stages = _stages(raw, StackNames(project=project, stack=stack, group=group).endpoint_prefix)
+    # A stack name SageMaker cannot use (e.g. with "_") already fails above in the endpoint names, which
+    # carry it exactly like the pipeline name does.
+    model_build = _model_build(raw)
 
     retention = _int(raw, "logRetentionDays")
     if retention not in LOG_RETENTION_DAYS:
@@ -592,7 +593,7 @@ def parse_settings(
         log_retention_days=retention,
         audit_trail=_bool(raw, "auditTrail"),
         rollback_alarm_latency_ms=latency,
-        model_build=_model_build(raw),
+        model_build=model_build,
     )
     _check_cross_key_rules(settings)
     return settings
@@ -613,17 +614,16 @@ def _check_cross_key_rules(settings: Settings) -> None:
         raise _fail("productionReviewers", "is empty but manageGithubSettings creates the production environment",
                     "list at least one GitHub username who approves production deploys")
     training = settings.model_build.training
-    if settings.model_build.uses_pipeline:
-        builder, limit = ((f"a GitHub-hosted model-build job ({GITHUB_HOSTED_JOB_MAX_MINUTES // 60} h)",
-                           GITHUB_HOSTED_JOB_MAX_MINUTES) if settings.orchestrator == "github-actions"
-                          else (f"a CodeBuild build ({CODEBUILD_MAX_TIMEOUT_MINUTES // 60} h)",
-                                CODEBUILD_MAX_TIMEOUT_MINUTES))
-        if settings.train_build_timeout_minutes > limit:
-            wait_hours = settings.model_build_wait_minutes / 60
-            raise _fail("training.maxWaitSeconds" if training.use_spot else "training.maxRuntimeSeconds",
-                        f"lets one pipeline execution run {wait_hours:.1f} h (Prepare, Train and Evaluate each up to "
-                        f"its limit, with retries and start-up), longer than {builder} can wait for it",
-                        "lower training.maxRuntimeSeconds (and training.maxWaitSeconds with spot)")
+    # CodeBuild `train` waits for the longest execution the limits allow; model-build.yml (github-actions)
+    # waits a fixed MODEL_BUILD_TIMEOUT_MINUTES inside its one-hour OIDC session and stops what runs longer.
+    if (settings.model_build.uses_pipeline and settings.orchestrator == "codepipeline"
+            and settings.train_build_timeout_minutes > CODEBUILD_MAX_TIMEOUT_MINUTES):
+        wait_hours = settings.model_build_wait_minutes / 60
+        raise _fail("training.maxWaitSeconds" if training.use_spot else "training.maxRuntimeSeconds",
+                    f"lets one pipeline execution run {wait_hours:.1f} h (Prepare, Train and Evaluate each up to "
+                    f"its limit, with retries and start-up), longer than a CodeBuild build "
+                    f"({CODEBUILD_MAX_TIMEOUT_MINUTES // 60} h) can wait for it",
+                    "lower training.maxRuntimeSeconds (and training.maxWaitSeconds with spot)")
 
 
 def load_settings() -> Settings:

@@ -41,6 +41,8 @@ class ModelBuildPipelineArgs(TypedDict):
     training: contracts.TrainingSettings
     sample_data: NotRequired[pulumi.asset.Asset]
     """The deterministic synthetic churn table, uploaded to the default trainingData prefix."""
+    bucket_settings: NotRequired[pulumi.Resource]
+    """What configures the bucket (the ArtifactStore): the sample is written once its encryption applies."""
 
 
 def sample_data_key(stack: str) -> str:
@@ -61,13 +63,14 @@ class ModelBuildPipeline(pulumi.ComponentResource):
         sample = args.get("sample_data")
         self.sample_data_key = None
         if sample is not None:
+            settings = args.get("bucket_settings")
             seeded = aws.s3.BucketObjectv2(
                 f"{name}-sample-data",
                 bucket=args["bucket"],
                 key=sample_data_key(names.stack),
                 source=sample,
                 content_type="text/csv",
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[settings] if settings is not None else None),
             )
             self.sample_data_key = seeded.key
 

@@ -167,15 +167,20 @@ def _upload_training_code(scope: Scope) -> Statement:
 
 
 def _run_model_build_pipeline(scope: Scope) -> list[Statement]:
-    """training/model_build.py with compute `pipeline`: start this stack's pipeline (after uploading the
-    commit's code), watch its execution, stop it on timeout."""
+    """training/model_build.py with compute `pipeline`: check the deployed definition's parameters and
+    start this stack's pipeline (after uploading the commit's code), watch the execution, stop it on
+    timeout, and read why a failed Prepare or Evaluate job stopped."""
     arns, name = scope.arns, scope.names.model_build_pipeline
     return [
-        _statement("StartModelBuildPipeline", ["sagemaker:StartPipelineExecution"], [arns.sagemaker_pipeline(name)]),
+        _statement("StartModelBuildPipeline", ["sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution"],
+                   [arns.sagemaker_pipeline(name)]),
         _statement("WatchModelBuildExecutions",
                    ["sagemaker:DescribePipelineExecution", "sagemaker:ListPipelineExecutionSteps",
                     "sagemaker:StopPipelineExecution"],
                    [arns.sagemaker_pipeline_executions(name)]),
+        # A failed processing job's ExitMessage holds the data contract's rejection (FailureReason does not).
+        _statement("ReadFailedPipelineJobs", ["sagemaker:DescribeProcessingJob"],
+                   [arns.sagemaker("processing-job", PIPELINE_JOB_PREFIX)]),
     ]
 
 

@@ -199,3 +199,4 @@ def test_train_build_outlasts_the_longest_pipeline_execution() -> None:
 def test_inline_build_keeps_the_inline_timeout() -> None:
     assert _settings("dev", {"training": {"compute": "build"}}).train_build_timeout_minutes == \
         config.INLINE_BUILD_TIMEOUT_MINUTES
+

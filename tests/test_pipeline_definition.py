@@ -570,9 +570,12 @@ def test_wait_bound_grows_with_the_job_caps() -> None:
     assert pd.wait_bound_minutes(pd.definition(long)) - pd.wait_bound_minutes(pd.definition(short)) == 3 * 90
 
 
-def test_cost_command_prints_the_default_settings_table(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cost_command_prints_the_default_settings_table_the_readme_shows(capsys: pytest.CaptureFixture[str]) -> None:
     assert pd.main([]) == 0
     out = capsys.readouterr().out
+    table = pd.format_cost(pd.run_cost(pd.definition(pd.sample_target())))
+    assert table in out
+    assert f"```\n{table}\n```" in (ROOT / "README.md").read_text()
     assert "ml.m5.xlarge" in out
     total = sum(c.estimated_instance_minutes for c in pd.run_cost(pd.definition(pd.sample_target())))
     assert re.search(rf"^total\s+{total:.1f}\s+180$", out, re.MULTILINE), out

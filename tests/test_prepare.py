@@ -1,4 +1,4 @@
-"""training/prepare.py: validated, stratified, disjoint splits of the team's files, or a rejection that writes nothing."""
+"""training/prepare.py: validated, stratified, disjoint splits of the team's files, or a rejection writing nothing."""
 
 from __future__ import annotations
 

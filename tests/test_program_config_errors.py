@@ -78,10 +78,11 @@ CASES = [
      ["sagemaker-mlops:training.maxWaitSeconds", "600 is less than maxRuntimeSeconds (3600)", "at least 3600"]),
     ("wait-limit-without-spot", "dev", {"training": {"maxWaitSeconds": 7200}},
      ["sagemaker-mlops:training.maxWaitSeconds", "spot is false", "training.spot true"]),
-    ("runtime-longer-than-a-github-job", "prod", {"training": {"maxRuntimeSeconds": 7200}},
-     ["sagemaker-mlops:training.maxRuntimeSeconds", "GitHub-hosted model-build job (6 h)", "lower"]),
     ("runtime-longer-than-a-codebuild-build", "dev", {"training": {"maxRuntimeSeconds": 43200}},
      ["sagemaker-mlops:training.maxRuntimeSeconds", "CodeBuild build (36 h)", "lower"]),
+    ("spot-wait-longer-than-a-codebuild-build", "dev",
+     {"training": {"spot": True, "maxRuntimeSeconds": 3600, "maxWaitSeconds": 777600}},
+     ["sagemaker-mlops:training.maxWaitSeconds", "CodeBuild build (36 h)", "training.maxWaitSeconds with spot"]),
 ]
 
 

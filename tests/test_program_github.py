@@ -703,3 +703,21 @@ def test_program_uses_no_deprecated_resource_types_or_properties(stack: str) -> 
             used.append(f"{resource.urn}: type")
         used += [f"{resource.urn}: {key}" for key in resource.inputs if _snake(key) in deprecated]
     assert used == []
+
+
+def test_program_variables_tell_the_model_build_workflow_its_data_compute_and_pipeline(
+    prod_program: ProgramGraph,
+) -> None:
+    variables = {r.inputs["variableName"]: r.inputs["value"]
+                 for r in prod_program.of_type("github:index/actionsVariable:ActionsVariable")}
+    assert variables[contracts.ENV_TRAINING_DATA_URI] == prod_program.outputs["trainingDataUri"]
+    assert variables[contracts.ENV_MODEL_BUILD_COMPUTE] == "pipeline"
+    assert variables[contracts.ENV_MODEL_BUILD_PIPELINE] == prod_program.outputs["modelBuildPipelineName"]
+
+
+def test_program_inline_build_sets_no_pipeline_variable() -> None:
+    graph = run_program("prod", {"training": {"compute": "build"}})
+    variables = {r.inputs["variableName"]: r.inputs["value"]
+                 for r in graph.of_type("github:index/actionsVariable:ActionsVariable")}
+    assert set(variables) == set(contracts.GITHUB_VARIABLES) - {contracts.ENV_MODEL_BUILD_PIPELINE}
+    assert variables[contracts.ENV_MODEL_BUILD_COMPUTE] == "build"

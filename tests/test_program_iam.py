@@ -28,10 +28,17 @@ NO_RESOURCE_LEVEL = {
 POLICY_PROPERTIES = ("policy", "assumeRolePolicy")
 
 
+# The team's data in its own bucket, with each compute: the grants that reach outside the artifact bucket.
+TEAM_DATA = {"trainingData": "s3://team-data/churn/2026/", "sampleData": False}
+INLINE_BUILD = {"training": {"compute": "build"}}
+
+
 def _graphs() -> list[ProgramGraph]:
     combos = [{}, {"approvalMode": "auto"}, {"orchestrator": "codepipeline"},
               {"orchestrator": "codepipeline", "approvalMode": "auto"}]
-    return [run_program("dev"), *(run_program("prod", c or None) for c in combos)]
+    return [run_program("dev"), *(run_program("prod", c or None) for c in combos),
+            run_program("dev", TEAM_DATA), run_program("prod", {**TEAM_DATA, **INLINE_BUILD}),
+            run_program("dev", {**TEAM_DATA, **INLINE_BUILD})]
 
 
 def _documents(graph: ProgramGraph) -> Iterator[tuple[Resource, dict[str, Any]]]:
@@ -161,17 +168,26 @@ def test_oidc_provider_has_the_sts_audience_and_an_existing_one_is_reused() -> N
     assert trust["Statement"][0]["Principal"]["Federated"] == existing
 
 
-def test_s3_permissions_stay_in_the_stack_bucket() -> None:
+def test_s3_permissions_stay_in_the_stack_bucket_or_the_training_data_prefix() -> None:
     for graph in _graphs():
         bucket = graph.outputs["artifactBucket"]
+        data_bucket, _, data_prefix = graph.outputs["trainingDataUri"].removeprefix("s3://").partition("/")
         for resource, document in _documents(graph):
             if resource.type != "aws:iam/rolePolicy:RolePolicy":
                 continue
             for statement in _statements(document):
-                if any(a.startswith("s3:") for a in _as_list(statement["Action"])):
-                    for arn in _as_list(statement["Resource"]):
-                        assert arn in (f"arn:aws:s3:::{bucket}",) or arn.startswith(f"arn:aws:s3:::{bucket}/"), \
-                            f"{resource}: {arn}"
+                if not any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+                    continue
+                for arn in _as_list(statement["Resource"]):
+                    if arn == f"arn:aws:s3:::{bucket}" or arn.startswith(f"arn:aws:s3:::{bucket}/"):
+                        continue
+                    # Outside the stack's bucket: exactly the data prefix, read-only, listing scoped to it.
+                    assert data_bucket != bucket, f"{resource}: {arn}"
+                    assert arn in (f"arn:aws:s3:::{data_bucket}", f"arn:aws:s3:::{data_bucket}/{data_prefix}*"), \
+                        f"{resource}: {arn}"
+                    assert set(_as_list(statement["Action"])) <= {"s3:ListBucket", "s3:GetObject"}, resource
+                    if arn == f"arn:aws:s3:::{data_bucket}":
+                        assert statement["Condition"] == {"StringLike": {"s3:prefix": [f"{data_prefix}*"]}}, resource
 
 
 def test_sagemaker_hosting_permissions_stay_on_the_stack_endpoint_prefix() -> None:
@@ -217,17 +233,33 @@ def test_each_service_role_is_assumable_only_by_its_service() -> None:
 
 
 # --- Each role against the code that runs under it -------------------------------------------------
-# (files, boto3 services whose calls they make) per principal; sagemaker-runtime is IAM prefix sagemaker.
-ROLE_CODE = {
-    "codebuild-train": (("training/train.py", "training/register.py"), ("sagemaker", "s3")),
-    "codebuild-deploy": (("training/deploy.py",), ("sagemaker", "sagemaker-runtime", "application-autoscaling",
-                                                   "codepipeline")),
-    "auto-approve": (("handlers/auto_approve.py",), ("sagemaker", "s3", "codepipeline")),
-    "github-deploy": (("training/train.py", "training/register.py", "training/deploy.py"),
-                      ("sagemaker", "s3", "sagemaker-runtime", "application-autoscaling", "codepipeline")),
+# The files whose AWS calls run under each principal, per compute. Compute matters only to the build
+# principals: `pipeline` starts the stack's SageMaker pipeline (training/model_build.py's pipeline path),
+# `build` trains and registers in the build box (its inline path).
+_INLINE_BUILD_FILES = ("training/model_build.py", "training/prepare.py", "training/train.py", "training/evaluate.py",
+                       "training/register.py")
+ROLE_CODE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("codebuild-train", "pipeline"): ("training/model_build.py",),
+    ("codebuild-train", "build"): _INLINE_BUILD_FILES,
+    ("codebuild-deploy", "pipeline"): ("training/deploy.py",),
+    ("auto-approve", "pipeline"): ("handlers/auto_approve.py",),
+    ("github-deploy", "pipeline"): ("training/model_build.py", "training/deploy.py"),
+    ("github-deploy", "build"): (*_INLINE_BUILD_FILES, "training/deploy.py"),
 }
-# S3 transfer helpers are not API operations; both upload with PutObject (multipart parts included).
-TRANSFER_CALLS = {"upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject"}
+# The boto3 services each file makes clients for (sagemaker-runtime is IAM prefix sagemaker): operation
+# names repeat across services (codepipeline and sagemaker both have StartPipelineExecution).
+_TRAINING_SERVICES = ("sagemaker", "s3")
+FILE_SERVICES = {
+    **{file: _TRAINING_SERVICES for file in _INLINE_BUILD_FILES},
+    "training/deploy.py": ("sagemaker", "sagemaker-runtime", "application-autoscaling", "codepipeline"),
+    "handlers/auto_approve.py": ("sagemaker", "s3", "codepipeline"),
+}
+# S3 transfer helpers are not API operations: uploads are PutObject (multipart parts included), downloads
+# GetObject. Paginated and S3 operations whose IAM action has another name map here too.
+TRANSFER_CALLS = {"upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject",
+                  "download_file": "s3:GetObject", "download_fileobj": "s3:GetObject"}
+OPERATION_ACTIONS = {"s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket",
+                     "s3:HeadObject": "s3:GetObject"}
 _CODEBUILD = {"logs:CreateLogStream", "logs:PutLogEvents",  # the build's own log group
               # CodeBuild fetches the pipeline's input artifacts from the bucket.
               "s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion"}
@@ -242,46 +274,62 @@ _DEPLOY = {
 }
 # Granted although the code does not call it, and why.
 NEEDED_BEYOND_CALLS = {
-    "codebuild-train": _CODEBUILD | _REGISTER,
-    "codebuild-deploy": _CODEBUILD | _DEPLOY,
-    "auto-approve": {"logs:CreateLogStream", "logs:PutLogEvents",
-                     "sqs:SendMessage"},  # Lambda's own dead-letter queue for failed invocations
-    "github-deploy": _REGISTER | _DEPLOY,
+    ("codebuild-train", "pipeline"): _CODEBUILD | {"s3:PutObject"},  # CodeBuild uploads the BuildArtifact
+    ("codebuild-train", "build"): _CODEBUILD | _REGISTER,
+    ("codebuild-deploy", "pipeline"): _CODEBUILD | _DEPLOY,
+    ("auto-approve", "pipeline"): {"logs:CreateLogStream", "logs:PutLogEvents",
+                                   "sqs:SendMessage"},  # Lambda's own dead-letter queue for failed invocations
+    ("github-deploy", "pipeline"): _DEPLOY,
+    ("github-deploy", "build"): _REGISTER | _DEPLOY,
 }
+# model_build.py holds both paths; a stack runs one of them.
+_PIPELINE_PATH = {"sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution",
+                  "sagemaker:DescribePipelineExecution", "sagemaker:ListPipelineExecutionSteps",
+                  "sagemaker:StopPipelineExecution", "sagemaker:DescribeProcessingJob"}
+_INLINE_DATA_DOWNLOAD = {"s3:ListBucket", "s3:GetObject"}
+# register.ensure_group creates a missing group for runs without the program (the embedded run); in a
+# stack the program owns the group, so no role may create one.
+_GROUP_CREATION = {"sagemaker:CreateModelPackageGroup"}
 # Called by the code but deliberately not granted, and why.
 CALLED_NOT_GRANTED = {
-    # register.ensure_group creates a missing group for runs without the program (the embedded run);
-    # in a stack the program owns the group, so no role may create one.
-    "codebuild-train": {"sagemaker:CreateModelPackageGroup"},
-    "github-deploy": {"sagemaker:CreateModelPackageGroup",
-                      # --record-pipeline-approval is the CodePipeline path; the workflows never pass it.
-                      "codepipeline:GetPipelineState"},
+    # compute `build` has no pipeline: model_build's pipeline path never runs.
+    ("codebuild-train", "build"): _PIPELINE_PATH | _GROUP_CREATION,
+    # compute `pipeline`: the inline path's data download never runs (the pipeline's jobs read the data).
+    ("github-deploy", "pipeline"): _INLINE_DATA_DOWNLOAD
+    # --record-pipeline-approval is the CodePipeline path; the workflows never pass it.
+    | {"codepipeline:GetPipelineState"},
+    ("github-deploy", "build"): _PIPELINE_PATH | _GROUP_CREATION | {"codepipeline:GetPipelineState"},
 }
 
 
-def _attribute_names(source: str) -> set[str]:
-    """Every name written after a dot (`client.create_model`, `s3.upload_file`).
+def _source_names(source: str) -> tuple[set[str], set[str]]:
+    """(every name written after a dot, every string passed to get_paginator) in a source file.
 
     Tokens, not ast.parse: CPython 3.11.7's AST constructor can raise "recursion depth mismatch" when
     another thread of the test process builds ASTs at the same time (fixed in 3.11.8).
     """
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    return {tok.string for before, tok in itertools.pairwise(tokens)
-            if before.type == tokenize.OP and before.string == "." and tok.type == tokenize.NAME}
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)]
+    attributes = {tok.string for before, tok in itertools.pairwise(tokens)
+                  if before.type == tokenize.OP and before.string == "." and tok.type == tokenize.NAME}
+    paginated = {value.string.strip("\"'") for name, paren, value in zip(tokens, tokens[1:], tokens[2:], strict=False)
+                 if name.string == "get_paginator" and paren.string == "(" and value.type == tokenize.STRING}
+    return attributes, paginated
 
 
-def _iam_actions_called(files: tuple[str, ...], services: tuple[str, ...]) -> set[str]:
-    """IAM actions for every boto3 operation the files reference (calls and bound methods passed on)."""
-    names: set[str] = set()
-    for file in files:
-        names |= _attribute_names((ROOT / file).read_text())
+def _iam_actions_called(files: tuple[str, ...]) -> set[str]:
+    """IAM actions for every boto3 operation the files reference (calls, bound methods passed on, paginators)."""
     session = botocore.session.get_session()
-    actions = {TRANSFER_CALLS[name] for name in names & set(TRANSFER_CALLS)}
-    for service in services:
-        model = session.get_service_model(service)
-        prefix = model.signing_name if service != "application-autoscaling" else service
-        actions |= {f"{prefix}:{op}" for op in model.operation_names if xform_name(op) in names}
-    return actions
+    actions: set[str] = set()
+    for file in files:
+        attributes, paginated = _source_names((ROOT / file).read_text())
+        names = attributes | paginated
+        actions |= {TRANSFER_CALLS[name] for name in names & set(TRANSFER_CALLS)}
+        for service in FILE_SERVICES[file]:
+            model = session.get_service_model(service)
+            prefix = model.signing_name if service != "application-autoscaling" else service
+            actions |= {f"{prefix}:{op}" for op in model.operation_names if xform_name(op) in names}
+    return {OPERATION_ACTIONS.get(action, action) for action in actions}
 
 
 def _granted(policy: dict[str, Any]) -> set[str]:
@@ -289,17 +337,53 @@ def _granted(policy: dict[str, Any]) -> set[str]:
             for action in _as_list(statement["Action"])}
 
 
-@pytest.mark.parametrize("principal", sorted(ROLE_CODE))
-def test_role_allows_exactly_the_calls_its_code_makes(principal: str) -> None:
-    files, services = ROLE_CODE[principal]
-    called = _iam_actions_called(files, services)
+def test_the_call_scan_sees_paginators_and_downloads() -> None:
+    # Guards the scan below: model_build's inline path lists with a paginator and downloads with a helper.
+    attributes, paginated = _source_names('s3.get_paginator("list_objects_v2")\ns3.download_file(b, k, p)\n')
+    assert paginated == {"list_objects_v2"} and "download_file" in attributes
+    assert _iam_actions_called(("training/model_build.py",)) >= {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
+
+
+@pytest.mark.parametrize(("principal", "compute"), sorted(ROLE_CODE))
+def test_role_allows_exactly_the_calls_its_code_makes(principal: str, compute: str) -> None:
+    files = ROLE_CODE[principal, compute]
+    called = _iam_actions_called(files)
     assert called, f"no AWS calls found in {files}: the scan is broken"
-    graph = (run_program("prod") if principal == "github-deploy"
-             else run_program("prod", {"orchestrator": "codepipeline", "approvalMode": "auto"}))
+    overrides: dict[str, object] = {} if compute == "pipeline" else dict(INLINE_BUILD)
+    if principal != "github-deploy":
+        overrides.update(orchestrator="codepipeline", approvalMode="auto")
+    graph = run_program("prod", overrides or None)
     granted = _granted(_role_policy(graph, principal))
-    expected = (called - CALLED_NOT_GRANTED.get(principal, set())) | NEEDED_BEYOND_CALLS[principal]
-    assert granted >= expected, f"{principal} lacks {sorted(expected - granted)}"
-    assert granted <= expected, f"{principal} is granted more than it uses: {sorted(granted - expected)}"
+    expected = (called - CALLED_NOT_GRANTED.get((principal, compute), set())) | NEEDED_BEYOND_CALLS[principal, compute]
+    assert granted >= expected, f"{principal} ({compute}) lacks {sorted(expected - granted)}"
+    assert granted <= expected, f"{principal} ({compute}) is granted more than it uses: {sorted(granted - expected)}"
+
+
+# What SageMaker Pipelines calls with the pipeline's role for each step type of the definition (IAM Access
+# Management for Pipelines: Create and Describe per job type; a stopped execution stops its running jobs).
+STEP_TYPE_CALLS = {
+    "Processing": {"sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob"},
+    "Training": {"sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"},
+    "RegisterModel": {"sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"},
+    "Condition": set(),
+    "Fail": set(),
+}
+
+
+def test_execution_role_allows_exactly_what_the_pipeline_definition_makes_sagemaker_call() -> None:
+    from training.pipeline_definition import iter_steps
+
+    graph = run_program("dev")
+    definition = json.loads(graph.one("aws:sagemaker/pipeline:Pipeline").inputs["pipelineDefinition"])
+    steps = list(iter_steps(definition))
+    expected = {call for step in steps for call in STEP_TYPE_CALLS[step["Type"]]}
+    if any("Tags" in step["Arguments"] for step in steps):
+        expected.add("sagemaker:AddTags")
+    granted = {a for a in _granted(_role_policy(graph, "sagemaker-execution")) if a.startswith("sagemaker:")}
+    assert granted == expected
+    # The jobs run as the pipeline's role, which passes itself on: the only role any step names.
+    assert {step["Arguments"]["RoleArn"] for step in steps if "RoleArn" in step["Arguments"]} == {
+        graph.outputs["sagemakerExecutionRoleArn"]}
 
 
 def test_policy_statement_ids_are_unique_within_each_document() -> None:
@@ -316,8 +400,63 @@ def test_every_role_arn_consumer_waits_for_the_role_policy() -> None:
         consumers = [(r, r.inputs["role"]) for r in graph.of_type("aws:lambda/function:Function")]
         consumers += [(r, r.inputs["serviceRole"]) for r in graph.of_type("aws:codebuild/project:Project")]
         consumers += [(r, r.inputs["roleArn"]) for r in graph.of_type("aws:codepipeline/pipeline:Pipeline")]
+        consumers += [(r, r.inputs["roleArn"]) for r in graph.of_type("aws:sagemaker/pipeline:Pipeline")]
         assert consumers
         for resource, role_arn in consumers:
             role = roles[role_arn.rsplit("/", 1)[1]]
             policy = graph.one("aws:iam/rolePolicy:RolePolicy", f"{role.name}-policy")
             assert policy.urn in resource.dependencies, f"{resource} may be created before {policy.name}"
+
+
+# --- The model build ---------------------------------------------------------------------------------
+_PIPELINE_CONTROL = {"sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution",
+                     "sagemaker:DescribePipelineExecution", "sagemaker:ListPipelineExecutionSteps",
+                     "sagemaker:StopPipelineExecution"}
+_ON_PIPELINE = {"sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution"}
+
+
+def _build_role_graphs(overrides: dict[str, object] | None = None) -> list[tuple[str, ProgramGraph]]:
+    """(principal, graph) for both build principals: CodeBuild train (dev) and the GitHub deploy role (prod)."""
+    return [("codebuild-train", run_program("dev", overrides)), ("github-deploy", run_program("prod", overrides))]
+
+
+def test_build_roles_may_run_only_the_stacks_pipeline_and_its_executions() -> None:
+    for principal, graph in _build_role_graphs():
+        pipeline = f"arn:aws:sagemaker:us-east-1:123456789012:pipeline/{graph.outputs['modelBuildPipelineName']}"
+        granted = {(action, arn) for statement in _statements(_role_policy(graph, principal))
+                   for action in _as_list(statement["Action"]) if action in _PIPELINE_CONTROL
+                   for arn in _as_list(statement["Resource"])}
+        assert granted == {*((a, pipeline) for a in _ON_PIPELINE),
+                           *((a, f"{pipeline}/execution/*") for a in _PIPELINE_CONTROL - _ON_PIPELINE)}, principal
+
+
+def test_build_roles_upload_code_only_below_the_stacks_code_prefix() -> None:
+    graph = run_program("prod")
+    [upload] = [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "UploadTrainingCode"]
+    assert upload["Resource"] == [f"arn:aws:s3:::{graph.outputs['artifactBucket']}/prod/code/*"]
+    assert not [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "WriteArtifacts"]
+
+
+def test_build_roles_register_only_when_the_build_trains_inline() -> None:
+    # compute pipeline: the pipeline registers, the build only starts and watches it; compute build: the
+    # build registers and there is no pipeline to start.
+    for principal, graph in _build_role_graphs():
+        actions = _granted(_role_policy(graph, principal))
+        assert "sagemaker:CreateModelPackage" not in actions and actions >= _PIPELINE_CONTROL, principal
+    for principal, graph in _build_role_graphs(INLINE_BUILD):
+        actions = _granted(_role_policy(graph, principal))
+        assert "sagemaker:CreateModelPackage" in actions and not _PIPELINE_CONTROL & actions, principal
+
+
+def test_inline_build_reads_own_training_data_exactly() -> None:
+    graph = run_program("prod", {**TEAM_DATA, **INLINE_BUILD})
+    reads = {(a, arn) for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"].endswith("TrainingData")
+             for a in _as_list(s["Action"]) for arn in _as_list(s["Resource"])}
+    assert reads == {("s3:ListBucket", "arn:aws:s3:::team-data"),
+                     ("s3:GetObject", "arn:aws:s3:::team-data/churn/2026/*")}
+
+
+def test_execution_role_runs_pipeline_jobs_only_with_a_pipeline() -> None:
+    job_actions = {"sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob", "sagemaker:CreateModelPackage"}
+    assert job_actions <= _granted(_role_policy(run_program("dev"), "sagemaker-execution"))
+    assert not job_actions & _granted(_role_policy(run_program("dev", INLINE_BUILD), "sagemaker-execution"))

@@ -205,6 +205,9 @@ def test_sample_table_seeds_the_default_prefix_from_a_generated_file(dev: Progra
     assert f"s3://{seeded.inputs['bucket']}/{seeded.inputs['key']}" == \
         f"{dev.outputs['trainingDataUri']}{SAMPLE_FILE}"
     assert seeded.inputs["contentType"] == "text/csv"
+    # Written once the bucket's default encryption applies (S3 would otherwise use its own default).
+    encryption = dev.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert encryption.urn in seeded.dependencies
     # A file asset: the state keeps the path and hash, not 8000 rows; the file holds exactly the sample.
     assert _source_file(seeded).read_bytes() == sample_csv()
     assert model_build_component.SAMPLE_DATA_FILE == SAMPLE_FILE

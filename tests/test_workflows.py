@@ -356,7 +356,15 @@ def test_model_build_runs_the_train_buildspec_commands_in_order(workflows: dict[
     phases = _buildspec(contracts.TRAIN_BUILDSPEC)["phases"]
     expected = phases["install"]["commands"] + phases["build"]["commands"]
     assert _command_lines(workflows["model-build.yml"]["jobs"]["build"]) == expected
-    assert "python -m training.train" in expected and any(c.startswith("python -m training.register") for c in expected)
+    assert phases["build"]["commands"] == ["python -m training.model_build --arn-file model_package_arn.txt"]
+
+
+def test_model_build_command_is_accepted_by_the_build_module() -> None:
+    from training import model_build
+
+    (command,) = _buildspec(contracts.TRAIN_BUILDSPEC)["phases"]["build"]["commands"]
+    args = model_build.parse_args(shlex.split(command)[3:])
+    assert args.arn_file == Path(contracts.MODEL_PACKAGE_ARN_FILE)
 
 
 @pytest.mark.parametrize(("workflow", "job", "buildspec"), [
@@ -376,10 +384,37 @@ def test_model_jobs_run_the_python_version_of_their_buildspec(
 def test_model_build_sets_what_the_train_buildspec_sets_beyond_the_program(
     workflows: dict[str, dict[str, Any]],
 ) -> None:
-    # Train and register meet at file locations; a variable set on one runner only would split them.
+    # A variable set on one runner only would build differently there. The one exception is the wait:
+    # the workflow's OIDC credentials end, CodeBuild's are renewed (see the test below).
+    from training.model_build import ENV_TIMEOUT_MINUTES
+
     env = workflows["model-build.yml"]["jobs"]["build"]["env"]
-    extra = {k: v for k, v in env.items() if k not in contracts.TRAIN_BUILD_ENV}
+    extra = {k: v for k, v in env.items() if k not in contracts.TRAIN_BUILD_ENV and k != ENV_TIMEOUT_MINUTES}
     assert extra == _buildspec(contracts.TRAIN_BUILDSPEC).get("env", {}).get("variables", {})
+
+
+def test_model_build_reads_the_model_build_variables_by_their_names(workflows: dict[str, dict[str, Any]]) -> None:
+    env = workflows["model-build.yml"]["jobs"]["build"]["env"]
+    names = (contracts.ENV_TRAINING_DATA_URI, contracts.ENV_MODEL_BUILD_COMPUTE, contracts.ENV_MODEL_BUILD_PIPELINE)
+    for name in names:
+        assert env[name] == f"${{{{ vars.{name} }}}}", name
+
+
+# configure-aws-credentials' session for an assumed OIDC role when role-duration-seconds is not given.
+OIDC_SESSION_SECONDS = 3600
+
+
+def test_model_build_stops_its_execution_before_the_job_or_its_credentials_end(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    from training.model_build import ENV_TIMEOUT_MINUTES
+
+    job = workflows["model-build.yml"]["jobs"]["build"]
+    credentials = _step(job, lambda s: str(s.get("uses", "")).startswith(CONFIGURE_AWS))["with"]
+    session_minutes = int(credentials.get("role-duration-seconds", OIDC_SESSION_SECONDS)) / 60
+    wait = float(job["env"][ENV_TIMEOUT_MINUTES])
+    # Installing takes a minute or two and stopping an execution a few more: keep 10 minutes for both.
+    assert wait + 10 <= job["timeout-minutes"] <= session_minutes
 
 
 def test_model_build_keeps_the_train_buildspec_artifacts(workflows: dict[str, dict[str, Any]]) -> None:

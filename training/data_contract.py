@@ -129,9 +129,16 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if name in NUMERIC_FEATURES:
             data[name] = column.astype("float64")
         else:
-            data[name] = column.map(lambda v: v if isinstance(v, str) and v else float("nan")).astype(object)
+            data[name] = column.map(_category).astype(object)
     data[TARGET] = frame[TARGET].astype("int64")
     return pd.DataFrame(data)
+
+
+def _category(value: Any) -> Any:
+    """Text of a categorical cell, NaN when missing: 12 becomes "12", as it would read from a CSV file."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return float("nan")
+    return value if isinstance(value, str) else str(value)
 
 
 # --- Finding the files ------------------------------------------------------------------------------

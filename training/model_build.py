@@ -9,7 +9,8 @@ says where the model is built:
             s3://$ARTIFACT_BUCKET/<stack>/code/<commit>/, starts MODEL_BUILD_PIPELINE_NAME with the
             parameters DataUri (TRAINING_DATA_URI, if set), CodeUri, Commit and BuildId, prints a line per
             step change while it waits, and writes the Register step's package ARN to --arn-file. After
-            --timeout-minutes (default: the longest the pipeline's own limits allow) it stops the execution.
+            --timeout-minutes (default: $MODEL_BUILD_TIMEOUT_MINUTES, else the longest the pipeline's own
+            limits allow) it stops the execution; so it does when the build itself is stopped.
   build     (also when unset) prepare, train and evaluate here, on TRAINING_DATA_URI's files (unset: the
             synthetic sample table), then `python -m training.register` as before. No QualityGate: the
             package is registered and the approval step judges it.
@@ -44,9 +45,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 import contracts
 from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR
 from training import pipeline_definition as pd
+from training.register import BuildInfo, RegistrationError
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE_PIPELINE, COMPUTE_BUILD = contracts.COMPUTE_CHOICES
@@ -62,6 +66,9 @@ POLL_GROWTH = 1.5
 # After StopPipelineExecution, how long to wait for the execution to reach Stopped.
 STOP_WAIT_SECONDS = 15 * 60
 TERMINAL = ("Succeeded", "Failed", "Stopped", "CompletedWithFailures")
+# The default of --timeout-minutes where a runner bounds the wait itself (model-build.yml: its OIDC
+# credentials last an hour, so it waits less); unset: the pipeline's own bound.
+ENV_TIMEOUT_MINUTES = "MODEL_BUILD_TIMEOUT_MINUTES"
 
 Say = Callable[[str], None]
 Sleep = Callable[[float], None]
@@ -308,7 +315,11 @@ def _exit_message(sagemaker: Any, step: Mapping[str, Any]) -> str:
     arn = step.get("Metadata", {}).get("ProcessingJob", {}).get("Arn")
     if not arn:
         return ""
-    job = sagemaker.describe_processing_job(ProcessingJobName=arn.rsplit("/", 1)[-1])
+    try:
+        job = sagemaker.describe_processing_job(ProcessingJobName=arn.rsplit("/", 1)[-1])
+    except ClientError as exc:
+        # The failure itself is still worth reporting; say why its own words are missing.
+        return f"(its ExitMessage could not be read: {_client_error_line(exc)})"
     return str(job.get("ExitMessage", "")).strip()
 
 
@@ -342,9 +353,8 @@ def _display_name(build_id: str) -> str:
     return name or "build"
 
 
-def run_pipeline(settings: BuildSettings, build: Any, summary: Summary, *, arn_file: Path,
-                 timeout_minutes: float | None, sagemaker: Any, s3: Any, say: Say, sleep: Sleep,
-                 clock: Clock) -> str:
+def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, timeout_minutes: float | None,
+                 sagemaker: Any, s3: Any, say: Say, sleep: Sleep, clock: Clock) -> str:
     """Upload the code, start an execution, wait, and return the registered package's ARN."""
     described = sagemaker.describe_pipeline(PipelineName=settings.pipeline_name)
     pipeline = json.loads(described["PipelineDefinition"])
@@ -383,6 +393,12 @@ def run_pipeline(settings: BuildSettings, build: Any, summary: Summary, *, arn_f
     records: dict[str, StepRecord] = {}
     try:
         end = wait_for_execution(sagemaker, execution_arn, timeout * 60, progress, sleep, records)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ExpiredToken", "ExpiredTokenException"):
+            raise
+        raise BuildFailed(f"the build's AWS credentials expired while it waited; {execution_arn} keeps running and "
+                          "registers its package if it passes: wait less (--timeout-minutes) or give the build "
+                          "longer-lived credentials") from None
     except KeyboardInterrupt:
         say(f"interrupted: stopping {execution_arn}")
         stop_execution(sagemaker, execution_arn, _token(execution_arn, "interrupted"), progress, sleep)
@@ -432,7 +448,7 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return subprocess.run(list(argv), cwd=ROOT, env=dict(env), check=False).returncode
 
 
-def run_inline(settings: BuildSettings, build: Any, summary: Summary, *, arn_file: Path, s3: Any, say: Say,
+def run_inline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, arn_file: Path, s3: Any, say: Say,
                clock: Clock, python: str = sys.executable, environ: Mapping[str, str] | None = None) -> str:
     """Prepare, train, evaluate and register in this box (compute `build`); return the package ARN."""
     base = BUILD_ROOT.resolve()
@@ -524,9 +540,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--arn-file", type=Path, default=Path(contracts.MODEL_PACKAGE_ARN_FILE),
                         help="where to write the registered package's ARN (default ./model_package_arn.txt)")
     parser.add_argument("--timeout-minutes", type=_timeout_type, default=None,
-                        help="stop the pipeline execution after this long (default: the pipeline's own limit, "
-                             "every job to its maximum runtime)")
+                        help=f"stop the pipeline execution after this long (default: ${ENV_TIMEOUT_MINUTES}, else "
+                             "the pipeline's own limit: every job to its maximum runtime)")
     return parser.parse_args(argv)
+
+
+def _env_timeout(environ: Mapping[str, str]) -> float | None:
+    text = environ.get(ENV_TIMEOUT_MINUTES, "").strip()
+    if not text:
+        return None
+    try:
+        return _timeout_type(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise BuildFailed(f"{ENV_TIMEOUT_MINUTES}={text!r} is not a positive number of minutes") from None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -539,13 +565,6 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     environ = os.environ if environ is None else environ
     say = say or (lambda line: print(line, flush=True))
     summary = Summary(compute="", commit="", build_id="")
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from training.register import BuildInfo, RegistrationError
-    except ImportError as exc:  # pragma: no cover - the buildspec installs boto3
-        say(f"model build failed: {exc}; install boto3 (`python -m pip install -r requirements.txt`)")
-        return 1
     try:
         settings = BuildSettings.from_env(environ)
         try:
@@ -563,8 +582,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
             sagemaker = sagemaker or boto3.client("sagemaker", config=config)
             s3 = s3 or boto3.client("s3", config=config)
         if settings.compute == COMPUTE_PIPELINE:
-            arn = run_pipeline(settings, build, summary, arn_file=args.arn_file, timeout_minutes=args.timeout_minutes,
-                               sagemaker=sagemaker, s3=s3, say=say, sleep=sleep, clock=clock)
+            timeout = args.timeout_minutes or _env_timeout(environ)
+            arn = run_pipeline(settings, build, summary, timeout_minutes=timeout, sagemaker=sagemaker, s3=s3,
+                               say=say, sleep=sleep, clock=clock)
             args.arn_file.parent.mkdir(parents=True, exist_ok=True)
             args.arn_file.write_text(arn)
         else:

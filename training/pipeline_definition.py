@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -608,16 +609,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(pipeline, indent=2, sort_keys=True))
         return 0
     settings = target.training
-    print(f"What one run of the model-build pipeline costs on paper, at the default training settings "
-          f"(instance type {settings.instance_type}, {settings.processing_instance_count} processing instance(s), "
-          f"max runtime {settings.max_runtime_seconds} s per job, spot {'on' if settings.use_spot else 'off'}):")
+    wrap = textwrap.TextWrapper(width=100).fill
+    print(wrap(f"What one run of the model-build pipeline costs on paper, at the default training settings "
+               f"(instance type {settings.instance_type}, {settings.processing_instance_count} processing "
+               f"instance(s), max runtime {settings.max_runtime_seconds} s per job, spot "
+               f"{'on' if settings.use_spot else 'off'}):"))
     print(format_cost(run_cost(pipeline)))
-    print("estimate: assumed billed minutes per instance (image and data download, container start, upload; "
-          "the scripts run for seconds on the sample table). cap: the job's MaxRuntimeInSeconds "
-          "(with spot: MaxWaitTimeInSeconds), where SageMaker stops it. QualityGate, Register and Fail run "
-          "no instances.")
-    print(f"the build waits at most {wait_bound_minutes(pipeline)} min for an execution (every job to its cap, "
-          "every capacity retry, 10 min start-up each) before it stops it.")
+    print(wrap("estimate: assumed billed minutes per instance (image and data download, container start, upload; "
+               "the scripts run for seconds on the sample table). cap: the job's MaxRuntimeInSeconds (with spot: "
+               "MaxWaitTimeInSeconds), where SageMaker stops it. QualityGate, Register and Fail run no instances."))
+    print(wrap(f"The build waits at most {wait_bound_minutes(pipeline)} min for an execution (every job to its "
+               "cap, every capacity retry, 10 min start-up each) before it stops it."))
     return 0
 
 

@@ -78,10 +78,11 @@ class TrainParams:
     """Hyperparameters; every field is also a command-line flag (`--n-rows` or `--n_rows`)."""
 
     n_rows: int = 8000
-    """Rows of the synthetic table (ignored when a training channel is given)."""
+    """Rows of the synthetic table (unused with a training channel)."""
     seed: int = 42
+    """Seed of the synthetic table, the holdout split and the bootstrap."""
     test_size: float = 0.25
-    """Share of rows held out for evaluation."""
+    """Share of each class held out for evaluation when there is no validation channel."""
     c: float = 1.0
     """Inverse L2 regularisation strength of the logistic regression."""
     max_iter: int = 1000
