@@ -47,8 +47,8 @@ LOCAL_STACK = "local"
 PROFILE_STACK = "dev"
 # What a CodeBuild checkout would not contain, and what must not be copied into one.
 _SNAPSHOT_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".demo", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "node_modules", "build",
-    "bench-results.json", "*.egg-info",
+    ".git", ".venv", ".venv-image", ".demo", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "node_modules",
+    "build", "bench-results.json", "*.egg-info",
 )
 RUN_PHASES = ("pre_build", "build", "post_build")
 SKIPPED_PHASE = "install"
@@ -384,6 +384,8 @@ def git_head() -> str:
 
 
 # --- The model build -------------------------------------------------------------------------------------
+# How often the build asks the Pipelines shim about its execution (training.model_build's first poll interval).
+BUILD_POLL_SECONDS = 0.5
 PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_EVALUATE, contracts.STEP_QUALITY_GATE,
                   contracts.STEP_REGISTER)
 
@@ -861,8 +863,14 @@ class DemoRun:
             # The program sets the pipeline's name only where there is a pipeline.
             project_env = {name: values[name] for name in contracts.TRAIN_BUILD_ENV
                            if pipelines is not None or name not in contracts.PIPELINE_ONLY_BUILD_ENV}
-            env = self._codebuild_env(emulator, source, project_env,
-                                      **(pipelines.environ() if pipelines is not None else {}))
+            local_pipeline: dict[str, str] = {}
+            if pipelines is not None:
+                from training.model_build import ENV_POLL_SECONDS
+
+                # The build's boto3 reaches the Pipelines shim for `sagemaker`; its steps take seconds here, not
+                # minutes, so the build polls at this pace instead of SageMaker's.
+                local_pipeline = {**pipelines.environ(), ENV_POLL_SECONDS: str(BUILD_POLL_SECONDS)}
+            env = self._codebuild_env(emulator, source, project_env, **local_pipeline)
             try:
                 run_buildspec(spec, stage="Build", source_dir=source, env=env, console=self.console,
                               log_path=workdir / "logs" / "build.log")
