@@ -527,3 +527,75 @@ def test_failed_training_script_fails_the_step_with_the_toolkits_reason_and_uplo
     assert "fit/train.py --fail 1 --rows 25" in reason
     uploaded = training_inputs["s3"].list_objects_v2(Bucket=BUCKET, Prefix="runs/")
     assert "Contents" not in uploaded
+
+
+# --- The stacks' own definitions, end to end ------------------------------------------------------------------------
+def _key_paths(value: Any, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        paths: set[str] = set()
+        for key, item in value.items():
+            paths |= {f"{prefix}.{key}".lstrip(".")} | _key_paths(item, f"{prefix}.{key}")
+        return paths
+    if isinstance(value, list):
+        return set().union(*(_key_paths(item, f"{prefix}[]") for item in value)) if value else set()
+    return set()
+
+
+def _clear_signal_table(rows: int) -> bytes:
+    """The churn table with a target the model can learn well: it passes every stack's bars."""
+    from training.sample_data import make_dataset
+
+    frame = make_dataset(rows, seed=9)
+    frame[contracts.TARGET_COLUMN] = ((frame["contract_type"] == "month-to-month")
+                                      & (frame["tenure_months"] < 12)).astype(int)
+    return frame.to_csv(index=False).encode()
+
+
+@pytest.mark.slow
+@needs_image
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_stacks_definition_runs_end_to_end_and_registers_the_inline_paths_package(
+        aws: str, tmp_path: Path, stack: str, trained_model_dir: tuple[Path, Path]) -> None:
+    from local.runner import PIPELINE_STEPS, load_profile
+    from training import model_build
+    from training import pipeline_definition as pd
+    from training.register import BuildInfo, RegisterSettings, register
+
+    profile = load_profile(stack)
+    target = pd.sample_target(stack, thresholds=profile.approval.thresholds, training=profile.training)
+    s3, sagemaker = boto3.client("s3"), boto3.client("sagemaker")
+    s3.create_bucket(Bucket=target.bucket)
+    sagemaker.create_model_package_group(ModelPackageGroupName=target.group)
+    data_bucket, data_key = target.training_data_uri.removeprefix("s3://").split("/", 1)
+    s3.put_object(Bucket=data_bucket, Key=f"{data_key}churn.csv", Body=_clear_signal_table(1500))
+    commit = "c0ffee" * 6 + "abcd"
+    code_uri = target.code_uri(commit)
+    s3.put_object(Bucket=target.bucket, Key=code_uri.split("/", 3)[3], Body=model_build.package_source())
+    pipeline_arn = f"arn:aws:sagemaker:{target.region}:{ACCOUNT}:pipeline/{target.pipeline_name}"
+
+    execution = PipelineExecution(
+        parse_definition(pd.definition_json(target)), pipeline_arn=pipeline_arn, sagemaker=sagemaker, s3=s3,
+        parameters={"CodeUri": code_uri, "Commit": commit, "BuildId": "build-7"},
+        sandbox=Sandbox(tmp_path / "jobs", aws_env(aws, target.region, base={}))).run()
+
+    steps = _steps(execution)
+    assert execution.status == "Succeeded", {name: row.get("FailureReason") for name, row in steps.items()}
+    assert list(steps) == list(PIPELINE_STEPS)
+    piped = sagemaker.describe_model_package(ModelPackageName=steps["Register"]["Metadata"]["RegisterModel"]["Arn"])
+    assert piped["ModelApprovalStatus"] == contracts.STATUS_PENDING
+    assert piped["MetadataProperties"]["GeneratedBy"] == execution.arn
+    model_url = piped["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=target.bucket, Key=model_url.split("/", 3)[3])
+                                         ["Body"].read())) as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == [
+            f"code/{contracts.INFERENCE_SCRIPT}", contracts.MODEL_FILE]
+    inline_arn = register(*trained_model_dir,
+                          RegisterSettings(bucket=target.bucket, group=target.group, image_uri=target.image_uri,
+                                           stack=target.stack),
+                          BuildInfo(build_id="build-8", generated_by="build-8", commit=commit,
+                                    pipeline_execution="none"),
+                          sagemaker=sagemaker, s3=s3)
+    inline = sagemaker.describe_model_package(ModelPackageName=inline_arn)
+    # What a pipeline cannot give (training.pipeline_definition says why): the metrics file's digest.
+    assert _key_paths(inline) - _key_paths(piped) == {"ModelMetrics.ModelQuality.Statistics.ContentDigest"}
+    assert _key_paths(piped) - _key_paths(inline) == set()
