@@ -384,6 +384,8 @@ def git_head() -> str:
 
 
 # --- The model build -------------------------------------------------------------------------------------
+# <workdir>/model: the trained model of the last run, whichever execution trained it.
+MODEL_LINK = "model"
 # How often the build asks the Pipelines shim about its execution (training.model_build's first poll interval).
 BUILD_POLL_SECONDS = 0.5
 PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_EVALUATE, contracts.STEP_QUALITY_GATE,
@@ -893,6 +895,11 @@ class DemoRun:
             if status != contracts.STATUS_PENDING:
                 raise StageFailed("Build", f"registered package is {status}, expected {contracts.STATUS_PENDING}")
             detail.append(f"registered {self.result.package_arn} ({status})")
+            if self.result.model_dir is not None:
+                # A fixed name for the trained model (`make serve MODEL=.demo/model`), whatever the execution id.
+                link = workdir / MODEL_LINK
+                link.unlink(missing_ok=True)
+                link.symlink_to(os.path.relpath(self.result.model_dir, workdir))
 
     def _report_pipeline(self, pipelines: Any) -> None:
         """Each step of the build's pipeline execution with its time, and where a failed job's log is."""

@@ -94,6 +94,7 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
     assert {p.content_type for p in result.predictions} == {"text/csv", "application/json"}
     # Valid predictions are the trained model's own: predict_proba of the rows the demo sent.
     assert result.model_dir is not None
+    assert (tmp_path / "demo" / "model").resolve() == result.model_dir.resolve()  # `make serve MODEL=.demo/model`
     model = joblib.load(result.model_dir / contracts.MODEL_FILE)
     for prediction in result.predictions:
         rows = sample_rows(prediction.rows)
