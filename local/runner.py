@@ -834,12 +834,14 @@ class DemoRun:
         from local.pipeline_executor import Sandbox
         from local.pipelines_shim import PipelinesShim
 
+        sandbox = Sandbox(jobs_root=workdir / "jobs", job_env=emulator.env(base={}))
+        sandbox.check()  # the image's Python runs the jobs: say how to build it before anything starts
         create_model_build_pipeline(emulator, boot, profile.approval.thresholds, training)
         gate = ", ".join(f"{metric} >= {bar:g}" for metric, bar in sorted(profile.approval.thresholds.items()))
         say(f"pipeline {boot.pipeline_name} created (CreatePipeline) from training.pipeline_definition: "
             f"QualityGate {gate}, {training.instance_type}")
         shim = PipelinesShim(emulator.endpoint_url, sagemaker=emulator.client("sagemaker"), s3=emulator.client("s3"),
-                             sandbox=Sandbox(jobs_root=workdir / "jobs", job_env=emulator.env(base={}))).start()
+                             sandbox=sandbox).start()
         cleanup.callback(self._stopped, "SageMaker Pipelines shim and its jobs", shim.stop)
         say(f"sagemaker shim at {shim.url} (runs pipeline executions on this machine, forwards the rest to moto)")
         return shim

@@ -326,6 +326,26 @@ def test_processing_container_sees_container_paths_the_images_python_and_its_res
 
 
 @needs_image
+def test_several_processing_instances_each_get_their_shard_and_all_their_outputs_are_uploaded(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        _put(emulator["s3"], f"data/{name}.csv", name)
+    script = ("host=$(python3 -c 'import json; print(json.load(open(\"/opt/ml/config/resourceconfig.json\"))"
+              "[\"current_host\"])'); ls /opt/ml/processing/input/data > /opt/ml/processing/output/seen/$host.txt")
+    document = definition(processing("Split", script, inputs={"data": f"s3://{BUCKET}/data/"}, outputs=("seen",)))
+    document["Steps"][0]["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3DataDistributionType"] = "ShardedByS3Key"
+    document["Steps"][0]["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 2
+
+    execution = _execute(emulator, tmp_path, document)
+
+    assert execution.status == "Succeeded", _steps(execution)
+    prefix = f"runs/{execution.execution_id}/Split/seen/"
+    seen = {key.rsplit("/", 1)[1]: emulator["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read().split()
+            for key in (o["Key"] for o in emulator["s3"].list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])}
+    assert seen == {"algo-1.txt": [b"a.csv", b"c.csv"], "algo-2.txt": [b"b.csv", b"d.csv"]}
+
+
+@needs_image
 def test_failed_processing_job_reports_the_containers_message_and_uploads_nothing(
         emulator: dict[str, Any], tmp_path: Path) -> None:
     script = ("echo partial > /opt/ml/processing/output/report/report.json; "
