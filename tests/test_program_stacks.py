@@ -66,6 +66,9 @@ def test_every_orchestrator_and_approval_combination_builds_a_graph(orchestrator
     assert graph.outputs["orchestrator"] == orchestrator
     assert graph.outputs["approvalMode"] == approval
     assert bool(graph.of_type(PIPELINE)) == (orchestrator == "codepipeline")
+    # Every combination builds its models on the stack's SageMaker pipeline (compute `pipeline`, the default).
+    [model_build] = graph.of_type("aws:sagemaker/pipeline:Pipeline")
+    assert model_build.inputs["pipelineName"] == contracts.model_build_pipeline_name(contracts.PROJECT, "prod")
     auto_functions = [f for f in graph.of_type(LAMBDA) if f.inputs["name"].endswith("-auto-approve")]
     assert bool(auto_functions) == (approval == "auto")
 

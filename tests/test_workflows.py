@@ -190,6 +190,7 @@ INFRA_ROLE_ARN = "arn:aws:iam::123456789012:role/infra-deploy"
 SECRET_TYPE = "github:index/actionsSecret:ActionsSecret"
 VARIABLE_TYPE = "github:index/actionsVariable:ActionsVariable"
 LAMBDA_TYPE = "aws:lambda/function:Function"
+ROLE_TYPE = "aws:iam/role:Role"
 
 
 WITH_INFRA_ROLE: dict[str, object] = {"infraRoleArn": INFRA_ROLE_ARN}
@@ -411,10 +412,13 @@ def test_model_build_stops_its_execution_before_the_job_or_its_credentials_end(
 
     job = workflows["model-build.yml"]["jobs"]["build"]
     credentials = _step(job, lambda s: str(s.get("uses", "")).startswith(CONFIGURE_AWS))["with"]
-    session_minutes = int(credentials.get("role-duration-seconds", OIDC_SESSION_SECONDS)) / 60
+    session_seconds = int(credentials.get("role-duration-seconds", OIDC_SESSION_SECONDS))
     wait = float(job["env"][ENV_TIMEOUT_MINUTES])
     # Installing takes a minute or two and stopping an execution a few more: keep 10 minutes for both.
-    assert wait + 10 <= job["timeout-minutes"] <= session_minutes
+    assert wait + 10 <= job["timeout-minutes"] <= session_seconds / 60
+    # The session cannot outlast what the role allows (AssumeRoleWithWebIdentity refuses a longer one).
+    [role] = [r for r in run_program("prod").of_type(ROLE_TYPE) if r.inputs["name"].endswith("-github-deploy")]
+    assert session_seconds <= role.inputs.get("maxSessionDuration", OIDC_SESSION_SECONDS)
 
 
 def test_model_build_keeps_the_train_buildspec_artifacts(workflows: dict[str, dict[str, Any]]) -> None:
