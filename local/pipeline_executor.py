@@ -92,6 +92,8 @@ _HOST_PATH = ("PATH", "HOME", "TMPDIR", "LANG")
 _IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "UTF-8",
               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 _POLL_SECONDS = 0.1
+# Outputs up to this size go up in one PutObject; larger ones through the multipart transfer manager.
+_SINGLE_PUT_BYTES = 64 * 1024 * 1024
 
 
 # --- Errors -----------------------------------------------------------------------------------------------
@@ -855,7 +857,10 @@ class PipelineExecution:
             relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
             target = destination / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download_file(bucket, key, str(target))
+            # One GET per object, streamed: the transfer manager's thread pool costs more than these files take.
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with target.open("wb") as out:
+                shutil.copyfileobj(body, out, 1024 * 1024)
         return len(keys)
 
     def _upload_folder(self, folder: Path, uri: str) -> int:
@@ -863,7 +868,11 @@ class PipelineExecution:
         count = 0
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(folder).as_posix()]))
-            self.s3.upload_file(str(path), bucket, key)
+            if path.stat().st_size > _SINGLE_PUT_BYTES:
+                self.s3.upload_file(str(path), bucket, key)  # multipart, as large outputs need
+            else:
+                with path.open("rb") as data:
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=data)
             count += 1
         return count
 
