@@ -9,6 +9,9 @@ It plays the parts the cloud plays around the project's own code, and nothing mo
   with contracts.matches_pattern) matches, to handlers.auto_approve.handler with the Lambda's environment.
 - SageMaker hosting: local.hosting answers InvokeEndpoint for endpoints the emulator has InService by
   forwarding to a gunicorn model server for the endpoint's artifact (local.model_server).
+- SageMaker Pipelines: local.pipelines_shim answers the build's execution calls for the pipeline the bootstrap
+  created (CreatePipeline, the program's own definition) by running it with local.pipeline_executor: the
+  Processing and Training jobs run under `.venv-image` in .demo/jobs/, RegisterModel registers in the emulator.
 
 Everything started is stopped on success, failure and Ctrl-C (an ExitStack unwinds in reverse order).
 """

@@ -462,9 +462,15 @@ from helpers.names import MODEL_NAME  # a sibling package: the toolkit puts the 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rows", type=int)
 parser.add_argument("--fail", type=int, default=0)
+parser.add_argument("--sleep", type=int, default=0)
 args = parser.parse_args()
 if args.fail:
     sys.exit("training went wrong on purpose")
+if args.sleep:
+    import time
+    with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "pid"), "w") as pid:
+        pid.write(str(os.getpid()))
+    time.sleep(args.sleep)
 channel = os.environ["SM_CHANNEL_TRAIN"]
 seen = sorted(os.listdir(channel))
 os.makedirs(os.path.join(os.environ["SM_MODEL_DIR"], "code"), exist_ok=True)
@@ -490,14 +496,15 @@ def _source_archive() -> bytes:
     return buffer.getvalue()
 
 
-def training_pipeline(fail: int = 0) -> dict[str, Any]:
+def training_pipeline(fail: int = 0, sleep: int = 0) -> dict[str, Any]:
     return definition({
         "Name": "Fit", "Type": "Training", "Arguments": {
             "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
             "RoleArn": ROLE,
             "HyperParameters": {"sagemaker_program": '"fit/train.py"',
                                 "sagemaker_submit_directory": join('"', get("Parameters.CodeUri"), '"', on=""),
-                                "sagemaker_region": f'"{REGION}"', "rows": "25", "fail": str(fail)},
+                                "sagemaker_region": f'"{REGION}"', "rows": "25", "fail": str(fail),
+                                **({"sleep": str(sleep)} if sleep else {})},
             "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
                 "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/train",
                 "S3DataDistributionType": "FullyReplicated"}}}],
@@ -619,3 +626,25 @@ def test_the_stacks_definition_runs_end_to_end_and_registers_the_inline_paths_pa
     # What a pipeline cannot give (training.pipeline_definition says why): the metrics file's digest.
     assert _key_paths(inline) - _key_paths(piped) == {"ModelMetrics.ModelQuality.Statistics.ContentDigest"}
     assert _key_paths(piped) - _key_paths(inline) == set()
+
+
+@needs_image
+def test_stopping_a_training_step_ends_the_users_script_not_only_the_trainer(
+        training_inputs: dict[str, Any], tmp_path: Path) -> None:
+    execution = PipelineExecution(
+        parse_definition(training_pipeline(sleep=120)), pipeline_arn=PIPELINE_ARN, parameters={},
+        sagemaker=training_inputs["sagemaker"], s3=training_inputs["s3"],
+        sandbox=Sandbox(tmp_path / "jobs", aws_env(training_inputs["url"], REGION, base={})))
+    runner = threading.Thread(target=execution.run)
+    runner.start()
+    pid_file = tmp_path / "jobs" / execution.execution_id / "Fit" / "opt/ml/output/data/pid"
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert runner.is_alive(), execution.snapshot()
+        time.sleep(0.05)
+
+    execution.stop()
+    runner.join(timeout=30)
+
+    assert execution.status == "Stopped"
+    assert next(iter(execution.jobs.values())).description["TrainingJobStatus"] == "Stopped"
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
