@@ -237,6 +237,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append("")
     stages = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["demo_stages"])
     lines.append(f"demo stages: {stages}; total {report['demo_total_seconds']:.1f}s")
+    steps = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report.get("demo_pipeline_steps", []))
+    lines.append(f"demo pipeline steps (Build stage): {steps or 'none (compute build)'}")
     return "\n".join(lines)
 
 
@@ -255,10 +257,10 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     finally:
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         (workdir / "logs" / "demo.log").write_text(demo_log.getvalue())
-    from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR
-
-    model_dir = workdir / "source-build" / DEFAULT_MODEL_DIR
-    evaluation = workdir / "source-build" / DEFAULT_OUTPUT_DIR / contracts.EVALUATION_FILE
+    # Where the demo's build left the model and its evaluation (the pipeline's Train and Evaluate jobs).
+    if result.model_dir is None or result.evaluation_path is None:
+        raise RuntimeError("the demo's build left no model or evaluation to measure")
+    model_dir, evaluation = result.model_dir, result.evaluation_path
     model = joblib.load(model_dir / contracts.MODEL_FILE)
     workers = usable_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
@@ -279,6 +281,8 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
         "latency": latency,
         "approval": approval,
         "demo_stages": [{"name": s.name, "seconds": s.seconds} for s in result.stages],
+        "demo_pipeline_steps": [{"name": s.name, "status": s.status, "seconds": s.seconds}
+                                for s in result.pipeline_steps],
         "demo_total_seconds": result.total_seconds,
     }
 

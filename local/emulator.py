@@ -38,14 +38,16 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 START_TIMEOUT_SECONDS = 60.0
 
 _CHILD_SERVER = """
-import json, sys
+import json, os, sys
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
 host, port = server.get_host_and_port()
 print(json.dumps({"endpoint_url": f"http://{host}:{port}"}), flush=True)
 sys.stdin.read()  # returns at EOF: the parent stopped us or is gone
-server.stop()
+# The state lives only in this process and nothing is saved: exit at once rather than wait for the
+# server loop's next poll and the interpreter's teardown of moto's modules.
+os._exit(0)
 """
 
 

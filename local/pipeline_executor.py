@@ -92,6 +92,8 @@ _HOST_PATH = ("PATH", "HOME", "TMPDIR", "LANG")
 _IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "UTF-8",
               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 _POLL_SECONDS = 0.1
+# Outputs up to this size go up in one PutObject; larger ones through the multipart transfer manager.
+_SINGLE_PUT_BYTES = 64 * 1024 * 1024
 
 
 # --- Errors -----------------------------------------------------------------------------------------------
@@ -598,7 +600,6 @@ class PipelineExecution:
         self._not_run: set[str] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def folder(self) -> Path:
@@ -655,8 +656,12 @@ class PipelineExecution:
                     break
         except Exception as exc:  # an executor fault must still end the execution, with its reason
             with self._lock:
-                self.failure_reason = f"InternalError: {type(exc).__name__}: {exc}"
+                self.failure_reason = _truncate(f"InternalError: {type(exc).__name__}: {exc}")
                 self.status = FAILED
+                for record in self.steps:
+                    if record.status not in TERMINAL:
+                        record.status, record.end_time = FAILED, datetime.now(timezone.utc)
+                        record.failure_reason = self.failure_reason
             self._changed()
             return self
         with self._lock:
@@ -855,7 +860,10 @@ class PipelineExecution:
             relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
             target = destination / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download_file(bucket, key, str(target))
+            # One GET per object, streamed: the transfer manager's thread pool costs more than these files take.
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with target.open("wb") as out:
+                shutil.copyfileobj(body, out, 1024 * 1024)
         return len(keys)
 
     def _upload_folder(self, folder: Path, uri: str) -> int:
@@ -863,7 +871,11 @@ class PipelineExecution:
         count = 0
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(folder).as_posix()]))
-            self.s3.upload_file(str(path), bucket, key)
+            if path.stat().st_size > _SINGLE_PUT_BYTES:
+                self.s3.upload_file(str(path), bucket, key)  # multipart, as large outputs need
+            else:
+                with path.open("rb") as data:
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=data)
             count += 1
         return count
 
@@ -882,10 +894,9 @@ class PipelineExecution:
         """Run one container process to its end; returns (exit code or None, "exited" | "timeout")."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
+            # Its own session: the job's processes are stopped as one group (stop, max runtime, Ctrl-C upstream).
             process = subprocess.Popen(list(command), cwd=cwd or root, env=dict(env), stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            with self._lock:
-                self._process = process
             try:
                 deadline = time.monotonic() + max_runtime
                 while True:
@@ -901,8 +912,6 @@ class PipelineExecution:
             finally:
                 if process.poll() is None:
                     _end_process_group(process)
-                with self._lock:
-                    self._process = None
 
     # --- Processing ------------------------------------------------------------------------------------------
     def _processing(self, step: Step, arguments: Mapping[str, Any], record: StepRecord) -> _Done:
@@ -1178,11 +1187,26 @@ def _json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, default=text_of))
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _end_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the job's whole group (the toolkit's user script outlives a dead trainer), then SIGKILL what is left."""
     for signum, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
+        if not _group_alive(process.pid):
+            break
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
+        deadline = time.monotonic() + wait
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=_POLL_SECONDS)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1.0)

@@ -101,7 +101,9 @@ class PipelinesShim:
             return self
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="pipelines-shim", daemon=True)
+        # shutdown() waits for the loop's next poll: a short one lets stop() return at once.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="pipelines-shim", daemon=True)
         self._thread.start()
         LOG.info("sagemaker (Pipelines) shim on %s, forwarding to %s", self.url, self.moto_url)
         return self

@@ -9,6 +9,9 @@ It plays the parts the cloud plays around the project's own code, and nothing mo
   with contracts.matches_pattern) matches, to handlers.auto_approve.handler with the Lambda's environment.
 - SageMaker hosting: local.hosting answers InvokeEndpoint for endpoints the emulator has InService by
   forwarding to a gunicorn model server for the endpoint's artifact (local.model_server).
+- SageMaker Pipelines: local.pipelines_shim answers the build's execution calls for the pipeline the bootstrap
+  created (CreatePipeline, the program's own definition) by running it with local.pipeline_executor: the
+  Processing and Training jobs run under `.venv-image` in .demo/jobs/, RegisterModel registers in the emulator.
 
 Everything started is stopped on success, failure and Ctrl-C (an ExitStack unwinds in reverse order).
 """
@@ -47,8 +50,8 @@ LOCAL_STACK = "local"
 PROFILE_STACK = "dev"
 # What a CodeBuild checkout would not contain, and what must not be copied into one.
 _SNAPSHOT_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".demo", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "node_modules", "build",
-    "bench-results.json", "*.egg-info",
+    ".git", ".venv", ".venv-image", ".demo", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "node_modules",
+    "build", "bench-results.json", "*.egg-info",
 )
 RUN_PHASES = ("pre_build", "build", "post_build")
 SKIPPED_PHASE = "install"
@@ -242,14 +245,37 @@ def _read_env_dump(path: Path) -> dict[str, str]:
     return env
 
 
+# How long a stopped command may take to wind down (the build stops its pipeline execution) before SIGKILL.
+STOP_GRACE_SECONDS = 15.0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _stop_process_group(process: subprocess.Popen[Any]) -> None:
-    for signum, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
+    """SIGTERM the command's whole process group, SIGKILL whatever is left after the grace period.
+
+    The group, not only bash: a command that handles SIGTERM (training.model_build stops its execution)
+    outlives the bash that started it, and must not be left running.
+    """
+    for signum, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        if not _group_alive(process.pid):
+            break
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
+        deadline = time.monotonic() + wait
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.1)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1.0)
 
 
 def run_command(command: str, state: ShellState, console: Console, log: IO[str], scratch: Path) -> int:
@@ -361,6 +387,10 @@ def git_head() -> str:
 
 
 # --- The model build -------------------------------------------------------------------------------------
+# <workdir>/model: the trained model of the last run, whichever execution trained it.
+MODEL_LINK = "model"
+# How often the build asks the Pipelines shim about its execution (training.model_build's first poll interval).
+BUILD_POLL_SECONDS = 0.5
 PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_EVALUATE, contracts.STEP_QUALITY_GATE,
                   contracts.STEP_REGISTER)
 
@@ -382,6 +412,18 @@ def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
     if not files:
         raise ValueError(f"--data {data_dir}: the folder is empty; put the team's CSV files in it")
     return files, str(data_dir)
+
+
+def data_summary(prepare_root: Path) -> str:
+    """What Prepare read, from its data report: rows, files, and the columns it ignored."""
+    output = prepare_root / "opt" / "ml" / "processing" / "output"
+    try:
+        report = json.loads((output / contracts.DATA_REPORT_OUTPUT / contracts.DATA_REPORT_FILE).read_text())
+        ignored = ", ".join(report.get("ignored_columns") or []) or "none"
+        return (f"{report['rows']} rows from {len(report['files'])} file(s), churn rate {report['churn_rate']:.1%}, "
+                f"ignored columns: {ignored}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # several instances, or a report of another shape: the step line says enough
 
 
 def step_detail(record: Any) -> str:
@@ -795,12 +837,14 @@ class DemoRun:
         from local.pipeline_executor import Sandbox
         from local.pipelines_shim import PipelinesShim
 
+        sandbox = Sandbox(jobs_root=workdir / "jobs", job_env=emulator.env(base={}))
+        sandbox.check()  # the image's Python runs the jobs: say how to build it before anything starts
         create_model_build_pipeline(emulator, boot, profile.approval.thresholds, training)
         gate = ", ".join(f"{metric} >= {bar:g}" for metric, bar in sorted(profile.approval.thresholds.items()))
         say(f"pipeline {boot.pipeline_name} created (CreatePipeline) from training.pipeline_definition: "
             f"QualityGate {gate}, {training.instance_type}")
         shim = PipelinesShim(emulator.endpoint_url, sagemaker=emulator.client("sagemaker"), s3=emulator.client("s3"),
-                             sandbox=Sandbox(jobs_root=workdir / "jobs", job_env=emulator.env(base={}))).start()
+                             sandbox=sandbox).start()
         cleanup.callback(self._stopped, "SageMaker Pipelines shim and its jobs", shim.stop)
         say(f"sagemaker shim at {shim.url} (runs pipeline executions on this machine, forwards the rest to moto)")
         return shim
@@ -826,8 +870,14 @@ class DemoRun:
             # The program sets the pipeline's name only where there is a pipeline.
             project_env = {name: values[name] for name in contracts.TRAIN_BUILD_ENV
                            if pipelines is not None or name not in contracts.PIPELINE_ONLY_BUILD_ENV}
-            env = self._codebuild_env(emulator, source, project_env,
-                                      **(pipelines.environ() if pipelines is not None else {}))
+            local_pipeline: dict[str, str] = {}
+            if pipelines is not None:
+                from training.model_build import ENV_POLL_SECONDS
+
+                # The build's boto3 reaches the Pipelines shim for `sagemaker`; its steps take seconds here, not
+                # minutes, so the build polls at this pace instead of SageMaker's.
+                local_pipeline = {**pipelines.environ(), ENV_POLL_SECONDS: str(BUILD_POLL_SECONDS)}
+            env = self._codebuild_env(emulator, source, project_env, **local_pipeline)
             try:
                 run_buildspec(spec, stage="Build", source_dir=source, env=env, console=self.console,
                               log_path=workdir / "logs" / "build.log")
@@ -850,6 +900,11 @@ class DemoRun:
             if status != contracts.STATUS_PENDING:
                 raise StageFailed("Build", f"registered package is {status}, expected {contracts.STATUS_PENDING}")
             detail.append(f"registered {self.result.package_arn} ({status})")
+            if self.result.model_dir is not None:
+                # A fixed name for the trained model (`make serve MODEL=.demo/model`), whatever the execution id.
+                link = workdir / MODEL_LINK
+                link.unlink(missing_ok=True)
+                link.symlink_to(os.path.relpath(self.result.model_dir, workdir))
 
     def _report_pipeline(self, pipelines: Any) -> None:
         """Each step of the build's pipeline execution with its time, and where a failed job's log is."""
@@ -864,6 +919,8 @@ class DemoRun:
             f"(jobs in {_relative(execution.folder)})")
         for record in records:
             detail = step_detail(record)
+            if record.name == contracts.STEP_PREPARE and record.status == "Succeeded":
+                detail = "; ".join(filter(None, [detail, data_summary(execution.folder / record.name)]))
             self.result.pipeline_steps.append(PipelineStepTiming(record.name, record.status, record.seconds, detail))
             say(f"    {record.name:<12} {record.status:<10} {_fmt_seconds(record.seconds)}  {detail}".rstrip())
             if record.status == "Failed":

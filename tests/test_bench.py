@@ -98,6 +98,8 @@ REPORT: dict[str, Any] = {
     "approval": {"events": 30, "decisions": {"Approved": 30}, "p50_ms": 19.5, "p99_ms": 23.5, "mean_ms": 20.0},
     "demo_stages": [{"name": "Build", "seconds": 1.8}, {"name": "Deploy", "seconds": 1.3}],
     "demo_total_seconds": 3.1,
+    "demo_pipeline_steps": [{"name": "Prepare", "status": "Succeeded", "seconds": 0.4},
+                            {"name": "Train", "status": "Succeeded", "seconds": 2.25}],
 }
 
 
@@ -114,6 +116,7 @@ def test_report_table_shows_ratio_latency_throughput_approval_and_stage_times() 
     assert _line(text, "concurrency 8").split() == ["concurrency", "8", "800", "45.50", "ms", "61.25", "ms", "170"]
     assert "approval handler: 30 events, p50 19.5 ms, p99 23.5 ms" in text
     assert "demo stages: Build 1.8s, Deploy 1.3s; total 3.1s" in text
+    assert "demo pipeline steps (Build stage): Prepare 0.4s, Train 2.2s" in text
 
 
 def test_main_prints_the_table_and_writes_the_same_numbers_as_json(

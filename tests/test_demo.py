@@ -2,6 +2,8 @@
 
 The end-to-end tests drive local.demo.run exactly as `make demo` does, attached to the suite's moto
 server (the `aws` fixture) so they can read the emulator afterwards, or with an emulator of their own.
+The Build stage runs the stack's model-build pipeline through the Pipelines shim: its jobs run for real
+under `.venv-image`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import pytest
 
 import contracts
 from local import demo
-from local.emulator import Emulator
+from local.emulator import EMULATOR_ACCOUNT, Emulator
+from local.pipeline_executor import IMAGE_BIN
 from local.runner import (
+    EXIT_DATA_REJECTED,
     EXIT_REJECTED,
+    LOCAL_STACK,
+    PIPELINE_STEPS,
     Console,
     DemoOptions,
     StageFailed,
@@ -36,9 +42,13 @@ from local.runner import (
     run_buildspec,
     sample_rows,
 )
-from training import DEFAULT_MODEL_DIR
+from training.sample_data import make_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BUCKET = f"{contracts.PROJECT}-{LOCAL_STACK}-artifacts-{EMULATOR_ACCOUNT}"
+GROUP = f"{contracts.PROJECT}-{LOCAL_STACK}"
+needs_image = pytest.mark.skipif(not (IMAGE_BIN / "python3").exists(),
+                                 reason=".venv-image is not built (make install builds it); the jobs run in it")
 
 
 def _answers(url: str) -> bool:
@@ -60,6 +70,7 @@ def _run(options: DemoOptions) -> tuple[int, demo.DemoResult | None, str]:
 
 # --- End to end -------------------------------------------------------------------------------------
 @pytest.mark.slow
+@needs_image
 def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops_its_servers(
     aws: str, tmp_path: Path
 ) -> None:
@@ -67,6 +78,12 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
 
     assert code == 0, output
     assert result is not None
+    # The package came out of the pipeline's steps, each reported with its time.
+    assert [(s.name, s.status) for s in result.pipeline_steps] == [(name, "Succeeded") for name in PIPELINE_STEPS]
+    for step in result.pipeline_steps:
+        assert re.search(rf"^    {step.name} +Succeeded +\d+\.\ds", output, re.MULTILINE), step.name
+    package = boto3.client("sagemaker").describe_model_package(ModelPackageName=result.package_arn)
+    assert package["MetadataProperties"]["GeneratedBy"] == result.pipeline_execution_arn
     endpoints = boto3.client("sagemaker").list_endpoints()["Endpoints"]
     assert [(e["EndpointName"], e["EndpointStatus"]) for e in endpoints] == [
         (load_profile().stage.endpoint_name, "InService")
@@ -76,7 +93,9 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
     assert "smoke test ok, 5 rows" in output
     assert {p.content_type for p in result.predictions} == {"text/csv", "application/json"}
     # Valid predictions are the trained model's own: predict_proba of the rows the demo sent.
-    model = joblib.load(tmp_path / "demo" / "source-build" / DEFAULT_MODEL_DIR / contracts.MODEL_FILE)
+    assert result.model_dir is not None
+    assert (tmp_path / "demo" / "model").resolve() == result.model_dir.resolve()  # `make serve MODEL=.demo/model`
+    model = joblib.load(result.model_dir / contracts.MODEL_FILE)
     for prediction in result.predictions:
         rows = sample_rows(prediction.rows)
         expected = model.predict_proba(pd.DataFrame(rows))[:, 1]
@@ -86,22 +105,78 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
 
 
 @pytest.mark.slow
-def test_rejected_model_deploys_nothing_and_exits_non_zero_with_the_reason(aws: str, tmp_path: Path) -> None:
+@needs_image
+def test_model_below_the_quality_gate_registers_and_deploys_nothing_and_exits_3_with_the_bar(
+        aws: str, tmp_path: Path) -> None:
     code, result, output = _run(
         DemoOptions(workdir=tmp_path / "demo", emulator_url=aws, thresholds={"auc": 0.999})
     )
 
-    assert code == EXIT_REJECTED != 0
+    assert code == EXIT_REJECTED == 3, output
     assert result is not None
     sagemaker = boto3.client("sagemaker")
+    assert sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"] == []
     assert sagemaker.list_endpoints()["Endpoints"] == []
-    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
-    assert sagemaker.list_models()["Models"] == []
-    package = sagemaker.describe_model_package(ModelPackageName=result.package_arn)
-    assert package["ModelApprovalStatus"] == contracts.STATUS_REJECTED
-    assert "auc" in package["ApprovalDescription"]
-    assert f"model rejected, nothing deployed: {package['ApprovalDescription']}" in output
-    assert [s.name for s in result.stages] == ["Build", "Approval"]
+    steps = [(s.name, s.status) for s in result.pipeline_steps]
+    assert steps[-2:] == [("QualityGate", "Succeeded"), ("Fail", "Failed")]
+    assert re.search(r"did not pass the QualityGate, nothing was registered or deployed: .*auc 0\.\d+ \(bar 0\.999\)",
+                     output), output
+    assert [s.name for s in result.stages] == ["Build"]
+
+
+def _team_table(rows: int) -> pd.DataFrame:
+    """The churn table as a team exports it: an id column, its own column order, rows in another order."""
+    frame = make_dataset(rows, seed=5)
+    frame["customer_id"] = [f"C{i:05d}" for i in range(rows)]
+    columns = ["customer_id", contracts.TARGET_COLUMN, *reversed(contracts.feature_names())]
+    return frame.reindex(columns=columns).sample(frac=1.0, random_state=3)
+
+
+@pytest.mark.slow
+@needs_image
+def test_team_shaped_csv_files_in_a_data_folder_end_in_predictions(aws: str, tmp_path: Path) -> None:
+    data = tmp_path / "team-data"
+    (data / "2024").mkdir(parents=True)
+    table = _team_table(3000)
+    table.iloc[:1500].to_csv(data / "2024" / "h1.csv", index=False)
+    table.iloc[1500:].to_csv(data / "h2.csv", index=False)
+
+    code, result, output = _run(DemoOptions(workdir=tmp_path / "demo", emulator_url=aws, data_dir=data,
+                                            thresholds={"auc": 0.8}))
+
+    assert code == 0, output
+    assert result is not None and len(result.predictions) == 2
+    assert "training data: 2 file(s) from" in output
+    uploaded = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="local/training-data/")
+    assert sorted(o["Key"] for o in uploaded["Contents"]) == ["local/training-data/2024/h1.csv",
+                                                              "local/training-data/h2.csv"]
+    # Every row was read, and the id column is listed as ignored, not learnt from.
+    execution_id = result.pipeline_execution_arn.rsplit("/", 1)[1]
+    report_key = f"local/pipeline-runs/{execution_id}/Prepare/report/data_report.json"
+    report = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=report_key)["Body"].read())
+    assert (report["rows"], report["ignored_columns"]) == (3000, ["customer_id"])
+    assert "3000 rows from 2 file(s)" in output and "ignored columns: customer_id" in output
+
+
+@pytest.mark.slow
+@needs_image
+def test_a_rejected_data_folder_trains_nothing_and_exits_4_naming_file_and_column(aws: str, tmp_path: Path) -> None:
+    data = tmp_path / "team-data"
+    data.mkdir()
+    table = _team_table(600)
+    table["monthly_charges"] = table["monthly_charges"].astype(object)
+    table.iloc[7, table.columns.get_loc("monthly_charges")] = "n/a"
+    table.to_csv(data / "export.csv", index=False)
+
+    code, result, output = _run(DemoOptions(workdir=tmp_path / "demo", emulator_url=aws, data_dir=data))
+
+    assert code == EXIT_DATA_REJECTED == 4, output
+    assert result is not None
+    assert [(s.name, s.status) for s in result.pipeline_steps] == [("Prepare", "Failed")]
+    assert re.search(r"the training data was rejected, nothing was trained: data rejected:.*export\.csv.*"
+                     r"monthly_charges", output), output
+    sagemaker = boto3.client("sagemaker")
+    assert sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"] == []
 
 
 def _processes_working_in(directory: Path) -> list[str]:
@@ -117,8 +192,9 @@ def _processes_working_in(directory: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@needs_image
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc to find leftover processes")
-def test_ctrl_c_during_the_build_stops_the_build_command_and_the_emulator(tmp_path: Path) -> None:
+def test_ctrl_c_during_the_build_stops_the_build_command_the_pipelines_jobs_and_the_emulator(tmp_path: Path) -> None:
     workdir = (tmp_path / "demo").resolve()
     demo_process = subprocess.Popen(
         [sys.executable, "-m", "local.demo", "--plain", "--workdir", str(workdir)], cwd=REPO_ROOT,
@@ -126,9 +202,9 @@ def test_ctrl_c_during_the_build_stops_the_build_command_and_the_emulator(tmp_pa
     )
     assert demo_process.stdout is not None
     lines: list[str] = []
-    for line in demo_process.stdout:  # until the training command runs in the build's checkout
+    for line in demo_process.stdout:  # until the pipeline's first job runs
         lines.append(line)
-        if line.strip() == "$ python -m training.train":
+        if re.search(r"\] Prepare +Executing", line):
             break
     emulator_url = re.search(r"AWS emulator \(moto\) at (\S+):", "".join(lines))
     assert emulator_url, "".join(lines)
@@ -139,6 +215,7 @@ def test_ctrl_c_during_the_build_stops_the_build_command_and_the_emulator(tmp_pa
 
     assert demo_process.returncode == 130, output
     assert "INTERRUPTED Build" in output and "stopped AWS emulator" in output
+    assert "stopped SageMaker Pipelines shim and its jobs" in output
     assert not _answers(f"{emulator_url.group(1)}/moto-api")
     assert _processes_working_in(workdir) == []
 
@@ -252,3 +329,10 @@ def test_work_directory_that_would_empty_the_repository_is_refused() -> None:
 def test_thresholds_flag_rejects_values_outside_the_unit_interval() -> None:
     with pytest.raises(SystemExit):
         demo.parse_args(["--thresholds", '{"auc": 1.5}'])
+
+
+def test_data_flag_refuses_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--data", str(tmp_path)])
+
+    assert f"{tmp_path} is empty; put the team's CSV files in it" in capsys.readouterr().err

@@ -173,6 +173,25 @@ def test_success_prints_each_step_change_with_elapsed_time_and_writes_the_packag
     assert lines[-1] == f"registered {PACKAGE_ARN} (PendingManualApproval); ARN written to model_package_arn.txt"
 
 
+def test_poll_seconds_from_the_environment_set_the_first_wait_between_polls(
+        environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
+    client, stubber = sagemaker
+    _expect_start(stubber)
+    _expect_poll(stubber, "Executing", [_step("Prepare", "Executing", (0, 0))])
+    _expect_poll(stubber, "Succeeded", [
+        *DONE_BEFORE_GATE,
+        _step("QualityGate", "Succeeded", (10, 10), Metadata={"Condition": {"Outcome": "True"}}),
+        _step("Register", "Succeeded", (10, 10), Metadata={"RegisterModel": {"Arn": PACKAGE_ARN}}),
+    ])
+    environ[model_build.ENV_POLL_SECONDS] = "0.5"
+    clock = FakeClock()
+
+    code, lines = _build(environ, client, clock)
+
+    assert code == 0, lines
+    assert clock.sleeps == [0.5]
+
+
 def test_readme_shows_the_lines_the_build_prints() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("<!-- section:model-build -->"):readme.index("<!-- /section:model-build -->")]

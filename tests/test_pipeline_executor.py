@@ -326,6 +326,26 @@ def test_processing_container_sees_container_paths_the_images_python_and_its_res
 
 
 @needs_image
+def test_several_processing_instances_each_get_their_shard_and_all_their_outputs_are_uploaded(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        _put(emulator["s3"], f"data/{name}.csv", name)
+    script = ("host=$(python3 -c 'import json; print(json.load(open(\"/opt/ml/config/resourceconfig.json\"))"
+              "[\"current_host\"])'); ls /opt/ml/processing/input/data > /opt/ml/processing/output/seen/$host.txt")
+    document = definition(processing("Split", script, inputs={"data": f"s3://{BUCKET}/data/"}, outputs=("seen",)))
+    document["Steps"][0]["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3DataDistributionType"] = "ShardedByS3Key"
+    document["Steps"][0]["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 2
+
+    execution = _execute(emulator, tmp_path, document)
+
+    assert execution.status == "Succeeded", _steps(execution)
+    prefix = f"runs/{execution.execution_id}/Split/seen/"
+    seen = {key.rsplit("/", 1)[1]: emulator["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read().split()
+            for key in (o["Key"] for o in emulator["s3"].list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])}
+    assert seen == {"algo-1.txt": [b"a.csv", b"c.csv"], "algo-2.txt": [b"b.csv", b"d.csv"]}
+
+
+@needs_image
 def test_failed_processing_job_reports_the_containers_message_and_uploads_nothing(
         emulator: dict[str, Any], tmp_path: Path) -> None:
     script = ("echo partial > /opt/ml/processing/output/report/report.json; "
@@ -442,9 +462,15 @@ from helpers.names import MODEL_NAME  # a sibling package: the toolkit puts the 
 parser = argparse.ArgumentParser()
 parser.add_argument("--rows", type=int)
 parser.add_argument("--fail", type=int, default=0)
+parser.add_argument("--sleep", type=int, default=0)
 args = parser.parse_args()
 if args.fail:
     sys.exit("training went wrong on purpose")
+if args.sleep:
+    import time
+    with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "pid"), "w") as pid:
+        pid.write(str(os.getpid()))
+    time.sleep(args.sleep)
 channel = os.environ["SM_CHANNEL_TRAIN"]
 seen = sorted(os.listdir(channel))
 os.makedirs(os.path.join(os.environ["SM_MODEL_DIR"], "code"), exist_ok=True)
@@ -470,14 +496,15 @@ def _source_archive() -> bytes:
     return buffer.getvalue()
 
 
-def training_pipeline(fail: int = 0) -> dict[str, Any]:
+def training_pipeline(fail: int = 0, sleep: int = 0) -> dict[str, Any]:
     return definition({
         "Name": "Fit", "Type": "Training", "Arguments": {
             "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
             "RoleArn": ROLE,
             "HyperParameters": {"sagemaker_program": '"fit/train.py"',
                                 "sagemaker_submit_directory": join('"', get("Parameters.CodeUri"), '"', on=""),
-                                "sagemaker_region": f'"{REGION}"', "rows": "25", "fail": str(fail)},
+                                "sagemaker_region": f'"{REGION}"', "rows": "25", "fail": str(fail),
+                                **({"sleep": str(sleep)} if sleep else {})},
             "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
                 "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/train",
                 "S3DataDistributionType": "FullyReplicated"}}}],
@@ -527,3 +554,97 @@ def test_failed_training_script_fails_the_step_with_the_toolkits_reason_and_uplo
     assert "fit/train.py --fail 1 --rows 25" in reason
     uploaded = training_inputs["s3"].list_objects_v2(Bucket=BUCKET, Prefix="runs/")
     assert "Contents" not in uploaded
+
+
+# --- The stacks' own definitions, end to end ------------------------------------------------------------------------
+def _key_paths(value: Any, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        paths: set[str] = set()
+        for key, item in value.items():
+            paths |= {f"{prefix}.{key}".lstrip(".")} | _key_paths(item, f"{prefix}.{key}")
+        return paths
+    if isinstance(value, list):
+        return set().union(*(_key_paths(item, f"{prefix}[]") for item in value)) if value else set()
+    return set()
+
+
+def _clear_signal_table(rows: int) -> bytes:
+    """The churn table with a target the model can learn well: it passes every stack's bars."""
+    from training.sample_data import make_dataset
+
+    frame = make_dataset(rows, seed=9)
+    frame[contracts.TARGET_COLUMN] = ((frame["contract_type"] == "month-to-month")
+                                      & (frame["tenure_months"] < 12)).astype(int)
+    return frame.to_csv(index=False).encode()
+
+
+@pytest.mark.slow
+@needs_image
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_stacks_definition_runs_end_to_end_and_registers_the_inline_paths_package(
+        aws: str, tmp_path: Path, stack: str, trained_model_dir: tuple[Path, Path]) -> None:
+    from local.runner import PIPELINE_STEPS, load_profile
+    from training import model_build
+    from training import pipeline_definition as pd
+    from training.register import BuildInfo, RegisterSettings, register
+
+    profile = load_profile(stack)
+    target = pd.sample_target(stack, thresholds=profile.approval.thresholds, training=profile.training)
+    s3, sagemaker = boto3.client("s3"), boto3.client("sagemaker")
+    s3.create_bucket(Bucket=target.bucket)
+    sagemaker.create_model_package_group(ModelPackageGroupName=target.group)
+    data_bucket, data_key = target.training_data_uri.removeprefix("s3://").split("/", 1)
+    s3.put_object(Bucket=data_bucket, Key=f"{data_key}churn.csv", Body=_clear_signal_table(1500))
+    commit = "c0ffee" * 6 + "abcd"
+    code_uri = target.code_uri(commit)
+    s3.put_object(Bucket=target.bucket, Key=code_uri.split("/", 3)[3], Body=model_build.package_source())
+    pipeline_arn = f"arn:aws:sagemaker:{target.region}:{ACCOUNT}:pipeline/{target.pipeline_name}"
+
+    execution = PipelineExecution(
+        parse_definition(pd.definition_json(target)), pipeline_arn=pipeline_arn, sagemaker=sagemaker, s3=s3,
+        parameters={"CodeUri": code_uri, "Commit": commit, "BuildId": "build-7"},
+        sandbox=Sandbox(tmp_path / "jobs", aws_env(aws, target.region, base={}))).run()
+
+    steps = _steps(execution)
+    assert execution.status == "Succeeded", {name: row.get("FailureReason") for name, row in steps.items()}
+    assert list(steps) == list(PIPELINE_STEPS)
+    piped = sagemaker.describe_model_package(ModelPackageName=steps["Register"]["Metadata"]["RegisterModel"]["Arn"])
+    assert piped["ModelApprovalStatus"] == contracts.STATUS_PENDING
+    assert piped["MetadataProperties"]["GeneratedBy"] == execution.arn
+    model_url = piped["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=target.bucket, Key=model_url.split("/", 3)[3])
+                                         ["Body"].read())) as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == [
+            f"code/{contracts.INFERENCE_SCRIPT}", contracts.MODEL_FILE]
+    inline_arn = register(*trained_model_dir,
+                          RegisterSettings(bucket=target.bucket, group=target.group, image_uri=target.image_uri,
+                                           stack=target.stack),
+                          BuildInfo(build_id="build-8", generated_by="build-8", commit=commit,
+                                    pipeline_execution="none"),
+                          sagemaker=sagemaker, s3=s3)
+    inline = sagemaker.describe_model_package(ModelPackageName=inline_arn)
+    # What a pipeline cannot give (training.pipeline_definition says why): the metrics file's digest.
+    assert _key_paths(inline) - _key_paths(piped) == {"ModelMetrics.ModelQuality.Statistics.ContentDigest"}
+    assert _key_paths(piped) - _key_paths(inline) == set()
+
+
+@needs_image
+def test_stopping_a_training_step_ends_the_users_script_not_only_the_trainer(
+        training_inputs: dict[str, Any], tmp_path: Path) -> None:
+    execution = PipelineExecution(
+        parse_definition(training_pipeline(sleep=120)), pipeline_arn=PIPELINE_ARN, parameters={},
+        sagemaker=training_inputs["sagemaker"], s3=training_inputs["s3"],
+        sandbox=Sandbox(tmp_path / "jobs", aws_env(training_inputs["url"], REGION, base={})))
+    runner = threading.Thread(target=execution.run)
+    runner.start()
+    pid_file = tmp_path / "jobs" / execution.execution_id / "Fit" / "opt/ml/output/data/pid"
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert runner.is_alive(), execution.snapshot()
+        time.sleep(0.05)
+
+    execution.stop()
+    runner.join(timeout=30)
+
+    assert execution.status == "Stopped"
+    assert next(iter(execution.jobs.values())).description["TrainingJobStatus"] == "Stopped"
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()

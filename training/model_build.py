@@ -22,6 +22,8 @@ model_build.json records what ran. Standard library and boto3 only on the pipeli
 
 Environment: MODEL_BUILD_COMPUTE, MODEL_BUILD_PIPELINE_NAME, TRAINING_DATA_URI, ARTIFACT_BUCKET, MLOPS_STACK,
 MLOPS_PROJECT, and the build identity (CodeBuild, GitHub Actions or git; see training.register.BuildInfo).
+MODEL_BUILD_POLL_SECONDS (default 5) sets the first wait between polls; the embedded run, whose steps take
+seconds, sets it lower.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ TERMINAL = ("Succeeded", "Failed", "Stopped", "CompletedWithFailures")
 # The default of --timeout-minutes where a runner bounds the wait itself (model-build.yml: its OIDC
 # credentials last an hour, so it waits less); unset: the pipeline's own bound.
 ENV_TIMEOUT_MINUTES = "MODEL_BUILD_TIMEOUT_MINUTES"
+# The first poll interval where the steps take seconds, not minutes (the embedded run, local/runner.py).
+ENV_POLL_SECONDS = "MODEL_BUILD_POLL_SECONDS"
 
 Say = Callable[[str], None]
 Sleep = Callable[[float], None]
@@ -270,9 +274,10 @@ class ExecutionEnd:
 
 
 def wait_for_execution(sagemaker: Any, execution_arn: str, timeout_seconds: float, progress: Progress,
-                       sleep: Sleep, records: dict[str, StepRecord]) -> ExecutionEnd:
+                       sleep: Sleep, records: dict[str, StepRecord],
+                       poll_seconds: float = POLL_FIRST_SECONDS) -> ExecutionEnd:
     """Poll until the execution ends or the time is up, printing each step's changes."""
-    delay = POLL_FIRST_SECONDS
+    delay = poll_seconds
     while True:
         execution = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
         steps = _list_steps(sagemaker, execution_arn)
@@ -294,10 +299,11 @@ def wait_for_execution(sagemaker: Any, execution_arn: str, timeout_seconds: floa
         if progress.clock() - progress.started >= timeout_seconds:
             return ExecutionEnd("TimedOut", steps)
         sleep(delay)
-        delay = POLL_FIRST_SECONDS if changed else min(delay * POLL_GROWTH, POLL_MAX_SECONDS)
+        delay = poll_seconds if changed else min(delay * POLL_GROWTH, POLL_MAX_SECONDS)
 
 
-def stop_execution(sagemaker: Any, execution_arn: str, token: str, progress: Progress, sleep: Sleep) -> str:
+def stop_execution(sagemaker: Any, execution_arn: str, token: str, progress: Progress, sleep: Sleep,
+                   poll_seconds: float = POLL_FIRST_SECONDS) -> str:
     """StopPipelineExecution, then wait (bounded) until the execution says Stopped; its last status."""
     sagemaker.stop_pipeline_execution(PipelineExecutionArn=execution_arn, ClientRequestToken=token)
     deadline = progress.clock() + STOP_WAIT_SECONDS
@@ -307,7 +313,7 @@ def stop_execution(sagemaker: Any, execution_arn: str, token: str, progress: Pro
         if status in TERMINAL or progress.clock() >= deadline:
             progress.step("execution", status)
             return status
-        sleep(POLL_FIRST_SECONDS)
+        sleep(poll_seconds)
 
 
 def _exit_message(sagemaker: Any, step: Mapping[str, Any]) -> str:
@@ -354,7 +360,8 @@ def _display_name(build_id: str) -> str:
 
 
 def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, timeout_minutes: float | None,
-                 sagemaker: Any, s3: Any, say: Say, sleep: Sleep, clock: Clock) -> str:
+                 sagemaker: Any, s3: Any, say: Say, sleep: Sleep, clock: Clock,
+                 poll_seconds: float = POLL_FIRST_SECONDS) -> str:
     """Upload the code, start an execution, wait, and return the registered package's ARN."""
     described = sagemaker.describe_pipeline(PipelineName=settings.pipeline_name)
     pipeline = json.loads(described["PipelineDefinition"])
@@ -392,7 +399,7 @@ def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *,
     progress = Progress(say, clock)
     records: dict[str, StepRecord] = {}
     try:
-        end = wait_for_execution(sagemaker, execution_arn, timeout * 60, progress, sleep, records)
+        end = wait_for_execution(sagemaker, execution_arn, timeout * 60, progress, sleep, records, poll_seconds)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("ExpiredToken", "ExpiredTokenException"):
             raise
@@ -401,7 +408,7 @@ def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *,
                           "longer-lived credentials") from None
     except KeyboardInterrupt:
         say(f"interrupted: stopping {execution_arn}")
-        stop_execution(sagemaker, execution_arn, _token(execution_arn, "interrupted"), progress, sleep)
+        stop_execution(sagemaker, execution_arn, _token(execution_arn, "interrupted"), progress, sleep, poll_seconds)
         raise
     finally:
         summary.steps = list(records.values())
@@ -409,7 +416,8 @@ def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *,
 
     if end.status == "TimedOut":
         say(f"timed out after {_duration(timeout * 60)}: stopping {execution_arn}")
-        final = stop_execution(sagemaker, execution_arn, _token(execution_arn, "timeout"), progress, sleep)
+        final = stop_execution(sagemaker, execution_arn, _token(execution_arn, "timeout"), progress, sleep,
+                               poll_seconds)
         summary.status = final
         raise BuildFailed(f"the pipeline execution did not finish within {_duration(timeout * 60)} and was stopped "
                           f"({final}); pass --timeout-minutes to wait longer, or look at the slow step in Studio")
@@ -555,6 +563,17 @@ def _env_timeout(environ: Mapping[str, str]) -> float | None:
         raise BuildFailed(f"{ENV_TIMEOUT_MINUTES}={text!r} is not a positive number of minutes") from None
 
 
+def _env_poll_seconds(environ: Mapping[str, str]) -> float:
+    text = environ.get(ENV_POLL_SECONDS, "").strip()
+    try:
+        value = float(text) if text else POLL_FIRST_SECONDS
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= POLL_MAX_SECONDS:
+        raise BuildFailed(f"{ENV_POLL_SECONDS}={text!r} is not a number of seconds in (0, {POLL_MAX_SECONDS:g}]")
+    return value
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -584,6 +603,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         if settings.compute == COMPUTE_PIPELINE:
             timeout = args.timeout_minutes or _env_timeout(environ)
             arn = run_pipeline(settings, build, summary, timeout_minutes=timeout, sagemaker=sagemaker, s3=s3,
+                               poll_seconds=_env_poll_seconds(environ),
                                say=say, sleep=sleep, clock=clock)
             args.arn_file.parent.mkdir(parents=True, exist_ok=True)
             args.arn_file.write_text(arn)
