@@ -187,3 +187,68 @@ def test_empty_body_is_a_400(served) -> None:
 def test_model_fn_without_model_file_names_it(served, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model\.joblib not found"):
         served[0].model_fn(str(tmp_path))
+
+
+# --- Identical predictions: a fixed set of rows, every request form, byte for byte -------------------------
+def _fixed_rows() -> pd.DataFrame:
+    """Typical rows plus rows with missing values, as a correctly typed frame (floats, text, NaN)."""
+    frame = make_dataset(40, 2025).drop(columns=[contracts.TARGET_COLUMN]).astype(
+        {"tenure_months": float, "support_calls": float, "paperless_billing": float, "senior_citizen": float,
+         "has_partner": float})
+    frame.loc[3, "monthly_charges"] = np.nan
+    frame.loc[7, "payment_method"] = np.nan
+    frame.loc[11, ["total_charges", "contract_type", "support_calls"]] = np.nan
+    return frame
+
+
+def _fixed_requests(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """(body, content type) per request form, all carrying the same rows."""
+    names = list(frame.columns)
+
+    def cell(value: Any) -> str:
+        return "" if isinstance(value, float) and np.isnan(value) else str(value)
+
+    def csv_lines(columns: list[str]) -> list[str]:
+        return [",".join(cell(row[c]) for c in columns) for _, row in frame.iterrows()]
+
+    def json_value(value: Any) -> Any:
+        return None if isinstance(value, float) and np.isnan(value) else value
+
+    records = [{n: json_value(row[n]) for n in names} for _, row in frame.iterrows()]
+    shuffled = names[::-1]
+    return {
+        "csv with header": ("\n".join([",".join(names), *csv_lines(names)]) + "\n", "text/csv"),
+        "csv without header": ("\n".join(csv_lines(names)) + "\n", "text/csv"),
+        "csv, header reordered, upper case, label column": (
+            "\n".join([",".join(c.upper() for c in shuffled) + ",churn",
+                       *[line + ",0" for line in csv_lines(shuffled)]]) + "\n", "text/csv"),
+        "json records": (json.dumps(records), "application/json"),
+        "json instances of lists": (json.dumps({"instances": [[r[n] for n in names] for r in records]}),
+                                    "application/json"),
+        "json records with numbers as text": (
+            json.dumps([{n: (str(v) if isinstance(v, float) else v) for n, v in r.items()} for r in records]),
+            "application/json"),
+        "csv with header, crlf": ("\r\n".join([",".join(names), *csv_lines(names)]) + "\r\n", "text/csv"),
+    }
+
+
+@pytest.mark.parametrize("form", ["csv with header", "csv without header",
+                                  "csv, header reordered, upper case, label column", "json records",
+                                  "json instances of lists", "json records with numbers as text",
+                                  "csv with header, crlf"])
+@pytest.mark.parametrize("accept", ["text/csv", "application/json"])
+def test_answers_are_the_models_own_probabilities_byte_for_byte(served, form: str, accept: str) -> None:
+    frame = _fixed_rows()
+    body, content_type = _fixed_requests(frame)[form]
+    probabilities = served[1].predict_proba(frame)[:, 1]
+    labels = [int(p >= 0.5) for p in probabilities]
+    if accept == "text/csv":
+        expected = "".join(f"{p:.6f},{label}\n" for p, label in zip(probabilities, labels, strict=True))
+    else:
+        expected = json.dumps({"predictions": [{"churn_probability": round(float(p), 6), "churn": label}
+                                               for p, label in zip(probabilities, labels, strict=True)]})
+
+    answer, answer_type = _invoke(served, body, content_type, accept)
+
+    assert answer_type == accept
+    assert answer == expected
