@@ -63,6 +63,7 @@ _FAST_CSV_MIN_CHARS = 32_000
 _FAST_ANSWER_MIN_ROWS = 32
 _MISSING_TEXT = ("", "nan")
 _PLAIN_NUMBER = re.compile(r"[0-9.+-]*")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PLAIN_NUMBER_CHARS = 15
 # Whitespace that str.strip() would trim from a cell, line breaks aside (re's \s is str.isspace()).
 _INNER_SPACE = re.compile(r"[^\S\r\n]")
@@ -174,6 +175,10 @@ def input_fn(input_data: str | bytes, content_type: str | None) -> Rows:
         if start in "[{":
             raise BadRequest(f"the body looks like JSON but Content-Type is {declared!r}; "
                              "send it with Content-Type: application/json")
+        nul = text.find("\x00")
+        if nul >= 0:
+            # Python's csv module refused NUL up to 3.10 (the image's) and takes it from 3.11: refuse it here.
+            raise BadRequest(f"malformed CSV on line {text.count(chr(10), 0, nul) + 1}: a NUL byte; send text")
         return Rows("csv", text=text)
     return _parse_json(text, declared)
 
@@ -246,6 +251,15 @@ def _parse_json(text: str, declared: str) -> Rows:
             raise BadRequest(f"JSON row {index} is {_json_kind(item)}: every row must be an object (feature -> "
                              "value), or every row a list of values in column order, not a mix")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cut(text: str) -> str:
+    """A value as a message shows it: cut short if it is long."""
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
+def _shown(value: Any) -> str:
+    return _cut(json.dumps(value))
 
 
 def _json_kind(value: Any) -> str:
@@ -352,8 +366,10 @@ def _numbers_from_text(cells: Sequence[str], name: str, where: Callable[[int], s
         if np.isnan(values[index]):
             if cell.lower() in _MISSING_TEXT:
                 continue
-            return values, (index, _number_problem(name, where(index), repr(cell), missing))
-        return values, (index, _not_finite(name, where(index), repr(cell), missing))
+            if not _DECIMAL.fullmatch(cell):
+                return values, (index, _number_problem(name, where(index), _cut(repr(cell)), missing))
+            # A well-formed number pandas could not hold (1e999): beyond a 64-bit float.
+        return values, (index, _not_finite(name, where(index), _cut(repr(cell)), missing))
     return values, None
 
 
@@ -550,7 +566,7 @@ def _json_numbers(values: Sequence[Any], name: str, where: Callable[[int], str],
         if value is None:
             continue
         if kind is bool:
-            problems.append((index, column, f"feature {name!r} {where(index)} is {json.dumps(value)}, a boolean; "
+            problems.append((index, column, f"feature {name!r} {where(index)} is {_shown(value)}, a boolean; "
                                             "send a number: 1 for true, 0 for false"))
             break
         if kind in (dict, list):
@@ -565,7 +581,7 @@ def _json_numbers(values: Sequence[Any], name: str, where: Callable[[int], str],
         except OverflowError:
             number = float("inf")
         if np.isinf(number):
-            problems.append((index, column, _not_finite(name, where(index), json.dumps(value), "null")))
+            problems.append((index, column, _not_finite(name, where(index), _shown(value), "null")))
             break
         numbers[index] = number
     if texts:
