@@ -468,12 +468,11 @@ def _fast_csv_frame(text: str, schema: Schema) -> pd.DataFrame | None:
     body = text[first_end + 1:] if positions is not None else text
     width = len(first.split(",")) if positions is not None else len(schema.names)
     positions = positions if positions is not None else list(range(width))
-    wanted = set(positions)
     try:
-        parsed = pd.read_csv(io.BytesIO(body.encode()), header=None, names=list(range(width)),
-                             usecols=wanted.__contains__, keep_default_na=False, na_values=["", "nan", "NaN", "NAN"],
-                             engine="c", quoting=csv.QUOTE_NONE, skip_blank_lines=True, index_col=False,
-                             low_memory=False)
+        # No usecols: with it pandas drops a row's surplus fields silently; without, such a row fails.
+        parsed = pd.read_csv(io.BytesIO(body.encode()), header=None, names=list(range(width)), keep_default_na=False,
+                             na_values=["", "nan", "NaN", "NAN"], engine="c", quoting=csv.QUOTE_NONE,
+                             skip_blank_lines=True, index_col=False, low_memory=False)
     except (ValueError, OverflowError, pd.errors.ParserError):
         return None
     rows = len(parsed)
@@ -507,7 +506,7 @@ def _fast_csv_frame(text: str, schema: Schema) -> pd.DataFrame | None:
                 no_values &= pd.isna(parsed[position].to_numpy())
         if no_values.any():
             return None
-    frame = parsed if positions == sorted(positions) else parsed.loc[:, positions]
+    frame = parsed if positions == list(range(width)) else parsed.loc[:, positions]
     frame.columns = pd.Index(schema.names)
     return frame
 
