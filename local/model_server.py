@@ -409,18 +409,38 @@ def start_model_server(model: Path, *, workers: int = 1, timeout: float = 60.0, 
     except Exception:
         workdir.cleanup()
         raise
+    return _launch(lambda fd: [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
+                               "--fd", str(fd), "--workers", str(workers)],
+                   workdir, {}, timeout=timeout, wait=wait)
+
+
+def start_wsgi_app(app: str, *, environ: dict[str, str], workers: int = 1, timeout: float = 60.0) -> ModelServer:
+    """Any WSGI app ("module:factory()") under gunicorn with the model server's settings, on a free loopback
+    port; returns once its /ping answers 200. `make bench` runs its baselines this way."""
+    workdir = tempfile.TemporaryDirectory(prefix="wsgi-app-")
+    settings = gunicorn_settings(bind="", workers=workers)
+
+    def command(fd: int) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", str(workers),
+                "--worker-class", settings["worker_class"], "--worker-connections", str(settings["worker_connections"]),
+                "--timeout", str(settings["timeout"]), "--graceful-timeout", str(settings["graceful_timeout"]),
+                "--log-level", settings["loglevel"], app]
+
+    return _launch(command, workdir, environ, timeout=timeout, wait=True)
+
+
+def _launch(command: Callable[[int], list[str]], workdir: tempfile.TemporaryDirectory[str], environ: dict[str, str],
+            *, timeout: float, wait: bool) -> ModelServer:
     log_path = Path(workdir.name) / "gunicorn.log"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     port = listener.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     with listener, open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
-             "--fd", str(listener.fileno()), "--workers", str(workers)],
-            pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
-        )
+        process = subprocess.Popen(command(listener.fileno()), pass_fds=(listener.fileno(),), stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
     server = ModelServer(f"http://127.0.0.1:{port}", process, log_path, workdir)
     if wait:
         try:

@@ -434,6 +434,7 @@ UNUSUAL_CELLS = [
     ("total_charges", "0.30000000000000004"), ("total_charges", "123456789012345678901234"),
     ("tenure_months", "True"), ("contract_type", "NaN"), ("contract_type", ""), ("contract_type", "\x0cone-year"),
     ("contract_type", "12"), ("contract_type", '"one-year"'), ("contract_type", "one year"),
+    ("contract_type", "nAn"), ("contract_type", "null"), ("total_charges", "NA"), ("total_charges", "null"),
 ]
 
 
