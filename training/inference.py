@@ -23,7 +23,7 @@ Responses: `application/json` -> {"predictions": [{"churn_probability": p, "chur
 
 Large well-formed CSV bodies are parsed by pandas' C reader and answers are formatted with numpy; any
 request the fast path is unsure of goes through the validating path, which defines the behaviour and
-owns every error message. Both give the same frame, so predictions do not depend on the path.
+owns every error message. Both give the model the same values, so predictions do not depend on the path.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PLAIN_NUMBER_CHARS = 15
 # Whitespace that str.strip() would trim from a cell, line breaks aside (re's \s is str.isspace()).
 _INNER_SPACE = re.compile(r"[^\S\r\n]")
+_LEADING_SPACE = re.compile(r"\s*")
 
 
 class InferenceError(Exception):
@@ -168,7 +169,9 @@ def input_fn(input_data: str | bytes, content_type: str | None) -> Rows:
     text = _decode(input_data, params.get("charset"))
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte-order mark, as spreadsheet programs write before UTF-8 CSV
-    start = text.lstrip()[:1]
+    leading = _LEADING_SPACE.match(text)
+    first = leading.end() if leading else 0
+    start = text[first:first + 1]
     if not start:
         raise BadRequest("request body is empty; send at least one row of features")
     if media == CSV:
