@@ -217,7 +217,7 @@ class ModelApp:
             return _respond(start_response, 500, f"model failed to load: {self._error}")
         if not self.loaded:
             return _respond(start_response, 503, "model is loading")
-        return _respond(start_response, 200, "")
+        return _respond(start_response, 200, "", "application/json")  # the toolkit's empty 200, typed as Flask types it
 
     def _invoke(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not self._ready.is_set():
