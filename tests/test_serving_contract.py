@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.parse
@@ -215,9 +216,19 @@ def _ping(url: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def archive(trained_model_dir: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """model.tar.gz exactly as registration uploads it (model.joblib + code/inference.py)."""
-    return build_model_archive(trained_model_dir[0], tmp_path_factory.mktemp("contract-archive"))
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.tar.gz exactly as registration uploads it (model.joblib + code/inference.py), from a model that
+    `python -m training.train` wrote in a process of its own, as the pipeline runs it.
+
+    Not the session's in-process model: once any test has imported dill (Pulumi's dynamic providers do)
+    before joblib, joblib pickles builtin types such as `slice` through dill, and the image has no dill.
+    """
+    root = tmp_path_factory.mktemp("contract-model")
+    env = {**os.environ, "SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DATA_DIR": str(root / "output")}
+    env.pop("SM_CHANNEL_TRAIN", None)
+    subprocess.run([sys.executable, "-m", "training.train", "--bootstrap-rounds", "2"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    return build_model_archive(root / "model", tmp_path_factory.mktemp("contract-archive"))
 
 
 @pytest.fixture(scope="module")
