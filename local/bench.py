@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from local.runner import (
 )
 
 BATCH_SIZES = (1, 100, 10_000)
+SHUFFLE_SEED = 20
 CONCURRENCY = (1, 8)
 
 
@@ -77,17 +79,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def side_by_side(calls: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call for each of `calls`: one untimed warm-up each, then `repeats` rounds visiting each in turn.
+    """Seconds per call for each of `calls`: one untimed warm-up each, then `repeats` rounds visiting each once.
 
-    Each round starts one place further along, so no way is always the one that follows an HTTP round trip.
+    Each round visits them in a new order (shuffled, seeded): what ran just before a call -- another process
+    that warmed its CPU, or this one -- moves its time, and a fixed order would pin that on the same ways.
     """
     for call in calls.values():
         call()
     names = list(calls)
+    order = random.Random(SHUFFLE_SEED)  # noqa: S311 - an order of measurements, not a secret
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats):
-        for offset in range(len(names)):
-            name = names[(round_ + offset) % len(names)]
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
             started = time.perf_counter()
             calls[name]()
             samples[name].append(time.perf_counter() - started)
