@@ -66,7 +66,7 @@ class Plan:
     approval_events: int
 
 
-FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 10}, latency_requests=800, approval_events=30)
+FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 40}, latency_requests=800, approval_events=30)
 QUICK = Plan(batch_repeats={1: 20, 100: 10, 10_000: 2}, latency_requests=40, approval_events=5)
 
 
