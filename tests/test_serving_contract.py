@@ -24,6 +24,7 @@ import sys
 import tarfile
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def image_server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
     if not image_env.is_current():
         pytest.skip(f"the image environment .venv-image is not built (make image-env builds it): {image_env.note()}")
+    if "NOT the image's Python" in image_env.note():
+        warnings.warn(f"serving contract checked on {image_env.note()}", stacklevel=1)
     base = tmp_path_factory.mktemp("opt-ml")  # SAGEMAKER_BASE_DIR: what /opt/ml is in the container
     with tarfile.open(archive) as tar:
         tar.extractall(base / "model", filter="data")  # as SageMaker unpacks ModelDataUrl
