@@ -57,7 +57,7 @@ demo: $(STAMP) $(IMAGE_STAMP)
 serve: $(STAMP)
 	$(PY) -m local.model_server --model "$(MODEL)" --port "$(or $(PORT),8080)"
 
-bench: $(STAMP)
+bench: $(STAMP) $(IMAGE_STAMP)
 	$(PY) -m local.bench --output bench-results.json
 
 clean:

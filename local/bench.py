@@ -2,28 +2,37 @@
 
     python -m local.bench --output bench-results.json [--quick]
 
-In one run: the demo (its stage times); the trained model's raw predict_proba in-process against the same
-rows through the model server's /invocations (1, 100 and 10,000-row requests: medians, served/raw ratio,
-rows per second); single-row request latency (p50/p99) at concurrency 1 and 8; and the approval handler's
-decision time per event against the emulator. Loops are bounded by request counts, not by time, and every
-server is on loopback. Prints a table and writes the numbers as JSON.
+In one run: the demo (its stage times); serving, measured side by side (every repetition visits each way
+in turn, so a busy moment of the machine falls on all of them): for 1, 100 and 10,000-row CSV requests, the
+trained model's raw predict_proba on a ready DataFrame, inference.py's input_fn + predict_fn + output_fn
+in-process, and HTTP round trips to three gunicorn servers with the same settings (gevent workers, one per
+CPU) -- an echo app (the HTTP floor), a predict-only app (predict_proba on a ready frame: the floor of
+serving this model) and the model server itself, answering JSON and CSV; single-row request latency
+(p50/p99) at concurrency 1 and 8 for the same three; and the approval handler's decision time per event
+against the emulator. Clients keep their connection open between requests, as boto3 does. Loops are
+bounded by request counts, not by time, and every server is on loopback. Prints tables and writes the
+numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,7 @@ from local.runner import (
 )
 
 BATCH_SIZES = (1, 100, 10_000)
+SHUFFLE_SEED = 20
 CONCURRENCY = (1, 8)
 
 
@@ -56,7 +66,7 @@ class Plan:
     approval_events: int
 
 
-FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 10}, latency_requests=800, approval_events=30)
+FULL = Plan(batch_repeats={1: 300, 100: 100, 10_000: 40}, latency_requests=800, approval_events=30)
 QUICK = Plan(batch_repeats={1: 20, 100: 10, 10_000: 2}, latency_requests=40, approval_events=5)
 
 
@@ -68,23 +78,59 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def timed(call: Callable[[], object], repeats: int) -> list[float]:
-    """Seconds per call, after one untimed warm-up call."""
-    call()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def side_by_side(calls: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call for each of `calls`: one untimed warm-up each, then `repeats` rounds visiting each once.
+
+    Each round visits them in a new order (shuffled, seeded): what ran just before a call -- another process
+    that warmed its CPU, or this one -- moves its time, and a fixed order would pin that on the same ways.
+    """
+    for call in calls.values():
         call()
-        samples.append(time.perf_counter() - started)
+    names = list(calls)
+    order = random.Random(SHUFFLE_SEED)  # noqa: S311 - an order of measurements, not a secret
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
+            started = time.perf_counter()
+            calls[name]()
+            samples[name].append(time.perf_counter() - started)
     return samples
 
 
-def post(url: str, body: bytes, content_type: str = "text/csv") -> bytes:
-    request = urllib.request.Request(  # noqa: S310 - loopback model server we started
-        f"{url}/invocations", data=body, method="POST",
-        headers={"Content-Type": content_type, "Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback
-        return response.read()
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class Client:
+    """POST /invocations over one kept-open HTTP/1.1 connection per thread (as boto3 and urllib3 do)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._local = threading.local()
+
+    def post(self, body: bytes, accept: str = JSON, content_type: str = CSV) -> bytes:
+        headers = {"Content-Type": content_type, "Accept": accept}
+        for attempt in (1, 2):
+            connection = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = self._local.connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
+            try:
+                connection.request("POST", "/invocations", body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.read()
+            except (http.client.HTTPException, ConnectionError):
+                # The server closed a connection that sat idle past its keep-alive: open a new one, once.
+                connection.close()
+                self._local.connection = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"POST {self.host}:{self.port}/invocations -> {response.status}: {answer[:300]!r}")
+            return answer
+        raise AssertionError("unreachable")
 
 
 def csv_body(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -93,52 +139,141 @@ def csv_body(rows: Sequence[Mapping[str, Any]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@dataclass(frozen=True)
+class Servers:
+    """The model server and its two floors, all gunicorn with the same settings on loopback."""
+
+    served: str
+    predict_only: str
+    echo: str
+
+
+# What each batch measurement is, in the order the tables show them.
+BATCH_WAYS = ("raw", "in_process_json", "in_process_csv", "echo", "predict_only", "served_json", "served_csv")
+
+
 # --- Measurements -------------------------------------------------------------------------------------
-def bench_batches(model: Any, url: str, plan: Plan) -> list[dict[str, Any]]:
+def batch_pool() -> list[dict[str, Any]]:
+    return sample_rows(max(BATCH_SIZES), seed=11)
+
+
+def bench_batches(model: Any, servers: Servers, plan: Plan) -> list[dict[str, Any]]:
     import pandas as pd
 
-    pool = sample_rows(max(BATCH_SIZES), seed=11)
+    from training import inference
+
+    pool = batch_pool()
+    served, predict_only, echo = Client(servers.served), Client(servers.predict_only), Client(servers.echo)
     results = []
     for size in BATCH_SIZES:
         rows = pool[:size]
         frame = pd.DataFrame(rows)
         body = csv_body(rows)
-        answer = json.loads(post(url, body))["predictions"]
-        if len(answer) != size:
-            raise RuntimeError(f"model server answered {len(answer)} predictions for {size} rows")
+        text = body.decode()
+        _check_answers(size, body, served, predict_only, echo)
+
+        def in_process(accept: str, text: str = text) -> object:
+            return inference.output_fn(inference.predict_fn(inference.input_fn(text, CSV), model), accept)
+
+        calls: dict[str, Callable[[], object]] = {
+            "raw": lambda frame=frame: model.predict_proba(frame),
+            "in_process_json": lambda: in_process(JSON),
+            "in_process_csv": lambda: in_process(CSV),
+            "echo": lambda body=body: echo.post(body),
+            "predict_only": lambda body=body: predict_only.post(body),
+            "served_json": lambda body=body: served.post(body, JSON),
+            "served_csv": lambda body=body: served.post(body, CSV),
+        }
         repeats = plan.batch_repeats[size]
-        raw = statistics.median(timed(lambda frame=frame: model.predict_proba(frame), repeats))
-        served = statistics.median(timed(lambda body=body: post(url, body), repeats))
+        medians = {name: statistics.median(samples) * 1000 for name, samples in side_by_side(calls, repeats).items()}
+        raw = medians["raw"]
         results.append({
             "rows": size, "repeats": repeats,
-            "raw_ms": raw * 1000, "served_ms": served * 1000, "served_over_raw": served / raw,
-            "raw_rows_per_s": size / raw, "served_rows_per_s": size / served,
+            **{f"{name}_ms": medians[name] for name in BATCH_WAYS},
+            "in_process_over_raw": medians["in_process_json"] / raw,
+            "in_process_csv_over_raw": medians["in_process_csv"] / raw,
+            "served_over_raw": medians["served_json"] / raw,
+            "served_csv_over_raw": medians["served_csv"] / raw,
+            "predict_only_over_raw": medians["predict_only"] / raw,
+            "served_over_predict_only": medians["served_json"] / medians["predict_only"],
+            "raw_rows_per_s": size / (raw / 1000), "served_rows_per_s": size / (medians["served_json"] / 1000),
         })
     return results
 
 
-def bench_latency(url: str, plan: Plan) -> list[dict[str, Any]]:
+def _check_answers(size: int, body: bytes, served: Client, predict_only: Client, echo: Client) -> None:
+    """Each server answers what it should before it is timed: the bench times answers, not errors."""
+    answers = {
+        "served JSON": len(json.loads(served.post(body, JSON))["predictions"]),
+        "served CSV": len(served.post(body, CSV).decode().splitlines()),
+        "predict-only": len(predict_only.post(body)) // 8,
+    }
+    wrong = {name: count for name, count in answers.items() if count != size}
+    if wrong or echo.post(body) != body:
+        raise RuntimeError(f"for {size} rows the servers answered {wrong or 'an echo that differs from the request'}")
+
+
+LATENCY_APPS = ("served", "predict_only", "echo")
+LATENCY_BLOCKS = 8
+
+
+def bench_latency(servers: Servers, plan: Plan) -> list[dict[str, Any]]:
+    """Single-row requests per app at each concurrency, the apps taking turns in blocks of requests."""
     bodies = [csv_body([row]) for row in sample_rows(50, seed=13)]
+    clients = {"served": Client(servers.served), "predict_only": Client(servers.predict_only),
+               "echo": Client(servers.echo)}
     results = []
     for concurrency in CONCURRENCY:
-        total = plan.latency_requests
-
-        def one(index: int) -> float:
-            started = time.perf_counter()
-            post(url, bodies[index % len(bodies)])
-            return time.perf_counter() - started
-
+        samples: dict[str, list[float]] = {app: [] for app in LATENCY_APPS}
+        walls = dict.fromkeys(LATENCY_APPS, 0.0)
+        block = max(1, plan.latency_requests // LATENCY_BLOCKS)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(one, range(concurrency * 2)))  # warm-up: connections, worker imports
-            started = time.perf_counter()
-            samples = list(pool.map(one, range(total)))
-            wall = time.perf_counter() - started
-        results.append({
-            "concurrency": concurrency, "requests": total,
-            "p50_ms": percentile(samples, 50) * 1000, "p99_ms": percentile(samples, 99) * 1000,
-            "rows_per_s": total / wall,
-        })
+            for app in LATENCY_APPS:  # warm-up: connections, worker imports
+                list(pool.map(lambda i, app=app: clients[app].post(bodies[i % len(bodies)]), range(concurrency * 2)))
+            for start in range(0, plan.latency_requests, block):
+                indexes = range(start, min(start + block, plan.latency_requests))
+                for app in LATENCY_APPS:
+                    client = clients[app]
+
+                    def one(index: int, client: Client = client) -> float:
+                        started = time.perf_counter()
+                        client.post(bodies[index % len(bodies)])
+                        return time.perf_counter() - started
+
+                    started = time.perf_counter()
+                    samples[app] += list(pool.map(one, indexes))
+                    walls[app] += time.perf_counter() - started
+        entry: dict[str, Any] = {"concurrency": concurrency, "requests": plan.latency_requests}
+        for app in LATENCY_APPS:
+            entry[app] = {"p50_ms": percentile(samples[app], 50) * 1000, "p99_ms": percentile(samples[app], 99) * 1000,
+                          "rows_per_s": len(samples[app]) / walls[app]}
+        entry["served_over_predict_only_p50"] = entry["served"]["p50_ms"] / entry["predict_only"]["p50_ms"]
+        results.append(entry)
     return results
+
+
+@contextmanager
+def serving(model_dir: Path, workdir: Path, workers: int) -> Iterator[Servers]:
+    """The model server for the demo's model.tar.gz and the two floors, stopped on the way out."""
+    import joblib
+    import pandas as pd
+
+    from local import bench_apps
+    from local.model_server import start_model_server, start_wsgi_app
+    from training.register import build_model_archive
+
+    pool = batch_pool()
+    frames_file = workdir / "bench-frames.joblib"
+    joblib.dump({size: pd.DataFrame(pool[:size]) for size in BATCH_SIZES}, frames_file)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch, ExitStack() as stack:
+        archive = build_model_archive(model_dir, Path(scratch))
+        served = stack.enter_context(start_model_server(archive, workers=workers))
+        environ = {bench_apps.ENV_MODEL_FILE: str(model_dir / contracts.MODEL_FILE),
+                   bench_apps.ENV_FRAMES_FILE: str(frames_file)}
+        predict_only = stack.enter_context(start_wsgi_app("local.bench_apps:predict_only_app()", environ=environ,
+                                                          workers=workers))
+        echo = stack.enter_context(start_wsgi_app("local.bench_apps:echo_app()", environ={}, workers=workers))
+        yield Servers(served.url, predict_only.url, echo.url)
 
 
 def bench_approval(evaluation: Path, plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -218,17 +353,31 @@ def format_report(report: Mapping[str, Any]) -> str:
     m = report["machine"]
     lines = [f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}, "
              f"load average (1/5/15 min) {m['load_average_1_5_15']} at start, {m['load_average_at_end']} at end; "
-             f"model server: gunicorn, {report['model_server_workers']} workers, loopback", ""]
-    lines.append(f"{'request rows':>12}  {'raw predict_proba':>17}  {'served /invocations':>19}  "
-                 f"{'served/raw':>10}  {'raw rows/s':>11}  {'served rows/s':>13}")
+             f"model server: gunicorn, {report['model_server_workers']} gevent workers, loopback", ""]
+    lines.append("CSV requests, medians in ms (in-process: input_fn + predict_fn + output_fn; echo and predict-only: "
+                 "the floors, see below)")
+    lines.append(f"{'rows':>6}  {'raw':>7}  {'in-proc JSON':>12}  {'in-proc CSV':>11}  {'echo':>7}  "
+                 f"{'predict-only':>12}  {'served JSON':>11}  {'served CSV':>10}")
     for b in report["batch"]:
-        lines.append(f"{b['rows']:>12,}  {b['raw_ms']:>14.2f} ms  {b['served_ms']:>16.2f} ms  "
-                     f"{b['served_over_raw']:>9.1f}x  {b['raw_rows_per_s']:>11,.0f}  {b['served_rows_per_s']:>13,.0f}")
+        lines.append(f"{b['rows']:>6,}  {b['raw_ms']:>7.2f}  {b['in_process_json_ms']:>12.2f}  "
+                     f"{b['in_process_csv_ms']:>11.2f}  {b['echo_ms']:>7.2f}  {b['predict_only_ms']:>12.2f}  "
+                     f"{b['served_json_ms']:>11.2f}  {b['served_csv_ms']:>10.2f}")
     lines.append("")
-    lines.append(f"{'single-row requests':<22}{'requests':>9}  {'p50':>9}  {'p99':>9}  {'rows/s':>8}")
+    lines.append(f"{'rows':>6}  {'in-process/raw':>14}  {'served/raw JSON':>15}  {'served/raw CSV':>14}  "
+                 f"{'predict-only/raw':>16}  {'served/predict-only':>19}  {'served rows/s':>13}")
+    for b in report["batch"]:
+        lines.append(f"{b['rows']:>6,}  {b['in_process_over_raw']:>13.2f}x  {b['served_over_raw']:>14.2f}x  "
+                     f"{b['served_csv_over_raw']:>13.2f}x  {b['predict_only_over_raw']:>15.2f}x  "
+                     f"{b['served_over_predict_only']:>18.2f}x  {b['served_rows_per_s']:>13,.0f}")
+    lines.append("")
+    lines.append(f"{'single-row requests':<22}{'requests':>9}  {'app':<13}{'p50':>9}  {'p99':>9}  {'rows/s':>8}")
+    names = {"served": "served", "predict_only": "predict-only", "echo": "echo"}
     for item in report["latency"]:
-        lines.append(f"{'concurrency ' + str(item['concurrency']):<22}{item['requests']:>9}  "
-                     f"{item['p50_ms']:>6.2f} ms  {item['p99_ms']:>6.2f} ms  {item['rows_per_s']:>8,.0f}")
+        for app in LATENCY_APPS:
+            lines.append(f"{'concurrency ' + str(item['concurrency']):<22}{item['requests']:>9}  {names[app]:<13}"
+                         f"{item[app]['p50_ms']:>6.2f} ms  {item[app]['p99_ms']:>6.2f} ms  "
+                         f"{item[app]['rows_per_s']:>8,.0f}")
+        lines.append(f"{'':<22}{'':>9}  served p50 / predict-only p50: {item['served_over_predict_only_p50']:.2f}x")
     a = report["approval"]
     lines.append("")
     decisions = ", ".join(f"{k} {v}" for k, v in a["decisions"].items())
@@ -245,9 +394,6 @@ def format_report(report: Mapping[str, Any]) -> str:
 def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
     import joblib
 
-    from local.model_server import start_model_server
-    from training.register import build_model_archive
-
     host = machine()
     say("bench: running the demo for its stage times (output in the work directory's logs/demo.log) ...")
     demo_log = io.StringIO()
@@ -263,14 +409,12 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     model_dir, evaluation = result.model_dir, result.evaluation_path
     model = joblib.load(model_dir / contracts.MODEL_FILE)
     workers = usable_cpus()
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        archive = build_model_archive(model_dir, Path(scratch))
-        say(f"bench: serving the demo's model.tar.gz with {workers} gunicorn workers ...")
-        with start_model_server(archive, workers=workers) as server:
-            say("bench: batch requests (raw vs served) ...")
-            batches = bench_batches(model, server.url, plan)
-            say("bench: single-row latency at concurrency " + " and ".join(map(str, CONCURRENCY)) + " ...")
-            latency = bench_latency(server.url, plan)
+    say(f"bench: serving the demo's model.tar.gz, a predict-only app and an echo app ({workers} workers each) ...")
+    with serving(model_dir, workdir, workers) as servers:
+        say("bench: batch requests side by side (raw, in-process, echo, predict-only, served JSON and CSV) ...")
+        batches = bench_batches(model, servers, plan)
+        say("bench: single-row latency at concurrency " + " and ".join(map(str, CONCURRENCY)) + " ...")
+        latency = bench_latency(servers, plan)
     say("bench: approval handler decisions against the emulator ...")
     approval = bench_approval(evaluation, plan, workdir)
     return {

@@ -1,8 +1,23 @@
 """SageMaker's model-container contract (GET /ping, POST /invocations), served by gunicorn.
 
-The SageMaker scikit-learn container runs the artifact's own ``code/inference.py`` (``model_fn``,
-``input_fn``, ``predict_fn``, ``output_fn``) behind gunicorn; this module does the same on loopback, so
-the embedded run, the deploy smoke test and ``make serve`` exercise the exact code a real endpoint runs.
+The SageMaker scikit-learn container (image 1.4-2, sagemaker-containers 2.8.6.post2) runs the artifact's
+own ``code/inference.py`` (``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``) in gunicorn's gevent
+workers behind nginx; this module does the same on loopback, so the embedded run, the deploy smoke test
+and ``make serve`` exercise the exact code a real endpoint runs, handed its arguments the way the
+container hands them:
+
+- Content-Type: the raw header (``ContentType`` first, as the toolkit reads it), ``application/json``
+  when there is none; the body as str (UTF-8, undecodable bytes replaced) only for exactly ``text/csv``
+  or ``application/json``, bytes otherwise. A chunked body is read whole (nginx does that in the image).
+- Accept: the raw header; ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (default ``application/json``) when
+  it is missing or exactly ``*/*``. The answer's type is what ``output_fn`` returns, with
+  ``; charset=utf-8`` added to ``text/*`` types as Flask adds it in the image.
+- Gevent workers (as the image's), so a slow or half-sent request does not hold up ``/ping`` or others.
+
+Where it differs, on purpose and documented: the image answers every exception with 500 (an HTML page;
+the message goes to the endpoint's log), this server answers an inference script's client errors with
+their ``.status`` (400, 406, 415) and message; a model that cannot load is 500 on both routes here, as
+there (the image loads it on the first request).
 
     python -m local.model_server --model PATH(dir or model.tar.gz) --port 8080 [--workers 2]
 
@@ -13,6 +28,7 @@ subprocess on a free loopback port and returns once ``/ping`` answers 200.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -46,6 +62,13 @@ ENV_MODEL_DIR = "MODEL_SERVER_MODEL_DIR"
 # (SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT in the SageMaker inference toolkit).
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 DEFAULT_ACCEPT = "application/json"
+# The toolkit reads a request without Content-Type as JSON, and hands input_fn text (not bytes) only
+# for exactly these two types.
+DEFAULT_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPES = ("application/json", "text/csv")
+# What werkzeug (Flask's) adds "; charset=utf-8" to when output_fn names the answer's type.
+_CHARSET_TYPES = frozenset({"application/ecmascript", "application/javascript", "application/sql", "application/xml",
+                            "application/xml-dtd", "application/xml-external-parsed-entity"})
 # SageMaker caps a real-time request payload at 6 MB; the same bound keeps a bad client from
 # making a worker read an unbounded body.
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -66,7 +89,7 @@ class InferenceHandlers:
     """The four functions of a SageMaker inference script."""
 
     model_fn: Callable[[str], Any]
-    input_fn: Callable[[bytes, str], Any]
+    input_fn: Callable[[str | bytes, str], Any]
     predict_fn: Callable[[Any, Any], Any]
     output_fn: Callable[[Any, str], Any]
     source: str
@@ -111,16 +134,29 @@ def unpack_model(archive: Path, destination: Path) -> Path:
     return destination
 
 
-def _media_type(header: str | None) -> str:
-    return (header or "").split(";", 1)[0].strip().lower()
+def request_content_type(environ: MutableMapping[str, Any]) -> str:
+    """The Content-Type input_fn gets: the raw header (the toolkit reads ``ContentType`` first) or JSON."""
+    return environ.get("HTTP_CONTENTTYPE") or environ.get("CONTENT_TYPE") or DEFAULT_CONTENT_TYPE
 
 
-def _accept_type(header: str | None) -> str:
-    for part in (header or "").split(","):
-        media = _media_type(part)
-        if media and media != "*/*":
-            return media
-    return os.environ.get(ENV_DEFAULT_ACCEPT, DEFAULT_ACCEPT)
+def request_accept(environ: MutableMapping[str, Any]) -> str:
+    """The Accept output_fn gets: the raw header, or the default answer type when it is missing or */*."""
+    accept = environ.get("HTTP_ACCEPT")
+    if not accept or accept == "*/*":
+        return os.environ.get(ENV_DEFAULT_ACCEPT, DEFAULT_ACCEPT)
+    return accept
+
+
+def request_data(body: bytes, content_type: str) -> str | bytes:
+    """The body as input_fn gets it: text for exactly text/csv or application/json, else bytes."""
+    return body.decode("utf-8", errors="replace") if content_type in TEXT_CONTENT_TYPES else body
+
+
+def response_type(mimetype: str) -> str:
+    """The Content-Type of an answer whose type output_fn named, as werkzeug writes it."""
+    if mimetype.startswith("text/") or mimetype in _CHARSET_TYPES or mimetype.endswith("+xml"):
+        return f"{mimetype}; charset=utf-8"
+    return mimetype
 
 
 def _error_status(exc: BaseException) -> int | None:
@@ -176,52 +212,70 @@ class ModelApp:
 
     def _ping(self, start_response: StartResponse) -> Iterable[bytes]:
         if self._error is not None:
-            # 500 (not 503) tells a waiting caller that loading failed for good, so it stops waiting.
+            # 500 (not 503) tells a waiting caller that loading failed for good, so it stops waiting;
+            # /invocations answers the same, as the image does (both routes load the model there).
             return _respond(start_response, 500, f"model failed to load: {self._error}")
         if not self.loaded:
             return _respond(start_response, 503, "model is loading")
-        return _respond(start_response, 200, "")
+        return _respond(start_response, 200, "", "application/json")  # the toolkit's empty 200, typed as Flask types it
 
     def _invoke(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not self._ready.is_set():
             self._ready.wait(LOAD_WAIT_SECONDS)
         handlers = self._handlers
         if handlers is None:
-            reason = (f"model failed to load: {self._error}" if self._error
-                      else "model is loading; retry after /ping is 200")
-            return _respond(start_response, 503, reason)
+            if self._error is not None:
+                return _respond(start_response, 500, f"model failed to load: {self._error}")
+            return _respond(start_response, 503, "model is loading; retry after /ping is 200")
+        body = _read_body(environ)
+        if isinstance(body, tuple):
+            return _respond(start_response, *body)
+        content_type = request_content_type(environ)
+        accept = request_accept(environ)
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return _respond(start_response, 400, "invalid Content-Length header")
-        if length > MAX_BODY_BYTES:
-            return _respond(start_response, 413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
-        body = environ["wsgi.input"].read(length) if length else b""
-        content_type = _media_type(environ.get("CONTENT_TYPE"))
-        accept = _accept_type(environ.get("HTTP_ACCEPT"))
-        if not body:
-            return _respond(start_response, 400,
-                            f"empty request body; send rows as one of {', '.join(contracts.CONTENT_TYPES)}")
-        try:
-            data = handlers.input_fn(body, content_type)
+            data = handlers.input_fn(request_data(body, content_type), content_type)
             prediction = handlers.predict_fn(data, self._model)
             result = handlers.output_fn(prediction, accept)
         except Exception as exc:
             status = _error_status(exc)
             if status is not None:
+                LOG.info("client error %d: %s", status, exc)
                 return _respond(start_response, status, str(exc))
             LOG.error("inference failed:\n%s", traceback.format_exc())
             return _respond(start_response, 500, f"inference failed: {type(exc).__name__}: {exc}")
-        # The inference toolkit accepts output_fn returning the body or (body, content_type).
-        response_type = accept
+        # The toolkit turns (body, content_type) into the response; anything else goes to Flask as it is,
+        # which answers a bare str or bytes as text/html.
         if isinstance(result, tuple):
-            result, response_type = result
+            result, mimetype = result
+            content = response_type(str(mimetype))
+        else:
+            content = "text/html; charset=utf-8"
         payload = result.encode() if isinstance(result, str) else bytes(result)
-        return _respond(start_response, 200, payload, response_type)
+        return _respond(start_response, 200, payload, content)
+
+
+def _read_body(environ: MutableMapping[str, Any]) -> bytes | tuple[int, str]:
+    """The request body, or (status, reason) when it cannot be read; a chunked body is read whole."""
+    stream = environ["wsgi.input"]
+    length_header = environ.get("CONTENT_LENGTH")
+    if length_header:
+        try:
+            length = int(length_header)
+        except ValueError:
+            return 400, f"invalid Content-Length header {length_header!r}"
+        if length > MAX_BODY_BYTES:
+            return 413, f"request body of {length} bytes exceeds SageMaker's {MAX_BODY_BYTES}-byte limit"
+        return stream.read(length) if length > 0 else b""
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b""
+    body = stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return 413, f"chunked request body exceeds SageMaker's {MAX_BODY_BYTES}-byte limit"
+    return body
 
 
 def _respond(start_response: StartResponse, status: int, body: bytes | str,
-             content_type: str = "text/plain") -> list[bytes]:
+             content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
     payload = body.encode() if isinstance(body, str) else body
     reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
                413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
@@ -255,20 +309,49 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+def gunicorn_settings(*, bind: str, workers: int) -> dict[str, Any]:
+    """The image's gunicorn settings (sagemaker-containers' server.start): gevent workers, 1000 connections
+    each, the 60 s model-server timeout."""
+    return {"bind": [bind], "workers": workers, "worker_class": "gevent", "worker_connections": 1000,
+            "timeout": 60, "graceful_timeout": 5, "loglevel": "warning", "accesslog": None}
+
+
 def serve(model_dir: Path, *, bind: str, workers: int = 1) -> None:
     """Run gunicorn in the foreground until it is stopped (SIGTERM/SIGINT)."""
     os.environ[ENV_MODEL_DIR] = str(model_dir)
-    _Gunicorn({"bind": [bind], "workers": workers, "timeout": 60, "graceful_timeout": 5,
-               "loglevel": "warning", "accesslog": None}).run()
+    _Gunicorn(gunicorn_settings(bind=bind, workers=workers)).run()
+
+
+EXAMPLE_MODEL = ".demo/source-build/build/model"
 
 
 def resolve_model(model: Path, workdir: Path) -> Path:
     """A model directory as is, or a model.tar.gz unpacked into workdir; ValueError says what was wrong."""
     if model.is_dir():
         return model
+    if not model.exists():
+        raise ValueError(f"--model {model}: no such file or directory; pass a model directory or a model.tar.gz, "
+                         f"e.g. make serve MODEL={EXAMPLE_MODEL} after make demo")
     if model.is_file() and model.name.endswith((".tar.gz", ".tgz")):
         return unpack_model(model, workdir)
     raise ValueError(f"--model {model}: expected a model directory or a model.tar.gz file")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so a port in use is reported before anything says "serving"."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As gunicorn does: a restarted server can take its port back while old connections linger.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ModelServerError(f"port {port} on {host} is in use (another server?); stop it, or pick another "
+                                   f"port: --port {port + 1} (make serve PORT={port + 1})") from None
+        raise ModelServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listener
 
 
 # --- Managing a server from Python ----------------------------------------------------------------
@@ -326,18 +409,38 @@ def start_model_server(model: Path, *, workers: int = 1, timeout: float = 60.0, 
     except Exception:
         workdir.cleanup()
         raise
+    return _launch(lambda fd: [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
+                               "--fd", str(fd), "--workers", str(workers)],
+                   workdir, {}, timeout=timeout, wait=wait)
+
+
+def start_wsgi_app(app: str, *, environ: dict[str, str], workers: int = 1, timeout: float = 60.0) -> ModelServer:
+    """Any WSGI app ("module:factory()") under gunicorn with the model server's settings, on a free loopback
+    port; returns once its /ping answers 200. `make bench` runs its baselines this way."""
+    workdir = tempfile.TemporaryDirectory(prefix="wsgi-app-")
+    settings = gunicorn_settings(bind="", workers=workers)
+
+    def command(fd: int) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", str(workers),
+                "--worker-class", settings["worker_class"], "--worker-connections", str(settings["worker_connections"]),
+                "--timeout", str(settings["timeout"]), "--graceful-timeout", str(settings["graceful_timeout"]),
+                "--log-level", settings["loglevel"], app]
+
+    return _launch(command, workdir, environ, timeout=timeout, wait=True)
+
+
+def _launch(command: Callable[[int], list[str]], workdir: tempfile.TemporaryDirectory[str], environ: dict[str, str],
+            *, timeout: float, wait: bool) -> ModelServer:
     log_path = Path(workdir.name) / "gunicorn.log"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     port = listener.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     with listener, open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
-             "--fd", str(listener.fileno()), "--workers", str(workers)],
-            pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
-        )
+        process = subprocess.Popen(command(listener.fileno()), pass_fds=(listener.fileno(),), stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
     server = ModelServer(f"http://127.0.0.1:{port}", process, log_path, workdir)
     if wait:
         try:
@@ -390,15 +493,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     with tempfile.TemporaryDirectory(prefix="model-server-") as workdir:
+        listener = None
         try:
             model_dir = resolve_model(args.model, Path(workdir) / "model")
+            if args.fd is None:
+                listener = listen(args.host, args.port)
         except (ValueError, ModelServerError) as exc:
             print(f"model_server: error: {exc}", file=sys.stderr)
             return 2
-        bind = f"fd://{args.fd}" if args.fd is not None else f"{args.host}:{args.port}"
-        if args.fd is None:
+        if listener is None:
+            serve(model_dir, bind=f"fd://{args.fd}", workers=args.workers)
+            return 0
+        with listener:
             print(f"serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
-        serve(model_dir, bind=bind, workers=args.workers)
+            serve(model_dir, bind=f"fd://{listener.fileno()}", workers=args.workers)
     return 0
 
 

@@ -16,18 +16,16 @@ import pytest
 
 import contracts
 from local import bench
-from local.model_server import ModelServer, start_model_server
-from training.register import build_model_archive
 
 TINY = bench.Plan(batch_repeats={1: 2, 100: 2, 10_000: 1}, latency_requests=16, approval_events=2)
 
 
 @pytest.fixture(scope="module")
 def served_model(trained_model_dir: tuple[Path, Path],
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ModelServer]]:
-    archive = build_model_archive(trained_model_dir[0], tmp_path_factory.mktemp("bench-archive"))
-    with start_model_server(archive, workers=2) as server:
-        yield joblib.load(trained_model_dir[0] / contracts.MODEL_FILE), server
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, bench.Servers]]:
+    """The model server for the trained model.tar.gz, the predict-only app and the echo app."""
+    with bench.serving(trained_model_dir[0], tmp_path_factory.mktemp("bench"), workers=2) as servers:
+        yield joblib.load(trained_model_dir[0] / contracts.MODEL_FILE), servers
 
 
 def test_percentile_is_the_nearest_rank() -> None:
@@ -40,30 +38,57 @@ def test_percentile_is_the_nearest_rank() -> None:
     assert bench.percentile([7.0], 99) == 7.0
 
 
-def test_batches_compare_raw_and_served_for_1_100_and_10000_rows(served_model: tuple[Any, ModelServer]) -> None:
-    model, server = served_model
+def test_side_by_side_visits_every_way_once_per_round_in_changing_orders() -> None:
+    visits: list[str] = []
+    calls = {name: (lambda name=name: visits.append(name)) for name in ("a", "b", "c", "d")}
 
-    results = bench.bench_batches(model, server.url, TINY)
+    samples = bench.side_by_side(calls, repeats=40)
+
+    rounds = [visits[i:i + 4] for i in range(4, len(visits), 4)]  # after one warm-up call each
+    assert all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)
+    # No way always follows the same one: every way is first in some round.
+    assert {r[0] for r in rounds} == {"a", "b", "c", "d"}
+    assert {name: len(times) for name, times in samples.items()} == {"a": 40, "b": 40, "c": 40, "d": 40}
+
+
+def test_batches_compare_raw_in_process_floors_and_served_for_1_100_and_10000_rows(
+        served_model: tuple[Any, bench.Servers]) -> None:
+    model, servers = served_model
+
+    results = bench.bench_batches(model, servers, TINY)
 
     assert [r["rows"] for r in results] == [1, 100, 10_000]
     for r in results:
         assert r["repeats"] == TINY.batch_repeats[r["rows"]]
-        assert r["raw_ms"] > 0 and r["served_ms"] > 0
-        assert r["served_over_raw"] == pytest.approx(r["served_ms"] / r["raw_ms"])
-        assert r["raw_rows_per_s"] == pytest.approx(r["rows"] / (r["raw_ms"] / 1000))
-        assert r["served_rows_per_s"] == pytest.approx(r["rows"] / (r["served_ms"] / 1000))
+        assert all(r[f"{way}_ms"] > 0 for way in bench.BATCH_WAYS)
+        assert r["served_over_raw"] == pytest.approx(r["served_json_ms"] / r["raw_ms"])
+        assert r["served_csv_over_raw"] == pytest.approx(r["served_csv_ms"] / r["raw_ms"])
+        assert r["in_process_over_raw"] == pytest.approx(r["in_process_json_ms"] / r["raw_ms"])
+        assert r["served_over_predict_only"] == pytest.approx(r["served_json_ms"] / r["predict_only_ms"])
+        assert r["served_rows_per_s"] == pytest.approx(r["rows"] / (r["served_json_ms"] / 1000))
 
 
-def test_single_row_latency_has_p50_and_p99_at_concurrency_1_and_8(served_model: tuple[Any, ModelServer]) -> None:
-    _, server = served_model
+def test_each_server_is_checked_before_it_is_timed(served_model: tuple[Any, bench.Servers]) -> None:
+    model, servers = served_model
+    wrong = bench.Servers(served=servers.served, predict_only=servers.predict_only, echo=servers.predict_only)
 
-    results = bench.bench_latency(server.url, TINY)
+    with pytest.raises(RuntimeError, match="an echo that differs from the request"):
+        bench.bench_batches(model, wrong, TINY)
+
+
+def test_single_row_latency_has_p50_and_p99_per_app_at_concurrency_1_and_8(
+        served_model: tuple[Any, bench.Servers]) -> None:
+    _, servers = served_model
+
+    results = bench.bench_latency(servers, TINY)
 
     assert [r["concurrency"] for r in results] == [1, 8]
     for r in results:
         assert r["requests"] == TINY.latency_requests
-        assert 0 < r["p50_ms"] <= r["p99_ms"]
-        assert r["rows_per_s"] > 0
+        for app in bench.LATENCY_APPS:
+            assert 0 < r[app]["p50_ms"] <= r[app]["p99_ms"]
+            assert r[app]["rows_per_s"] > 0
+        assert r["served_over_predict_only_p50"] == pytest.approx(r["served"]["p50_ms"] / r["predict_only"]["p50_ms"])
 
 
 def test_approval_bench_times_one_handler_decision_per_event_against_the_emulator(
@@ -86,14 +111,26 @@ REPORT: dict[str, Any] = {
     "model_server_workers": 2,
     "plan": {},
     "batch": [
-        {"rows": 1, "repeats": 3, "raw_ms": 1.5, "served_ms": 6.0, "served_over_raw": 4.0,
-         "raw_rows_per_s": 667.0, "served_rows_per_s": 167.0},
-        {"rows": 10_000, "repeats": 1, "raw_ms": 8.0, "served_ms": 120.0, "served_over_raw": 15.0,
-         "raw_rows_per_s": 1_250_000.0, "served_rows_per_s": 83_333.0},
+        {"rows": 1, "repeats": 3, "raw_ms": 1.5, "in_process_json_ms": 1.8, "in_process_csv_ms": 1.7, "echo_ms": 0.4,
+         "predict_only_ms": 2.0, "served_json_ms": 2.4, "served_csv_ms": 2.3, "in_process_over_raw": 1.2,
+         "in_process_csv_over_raw": 1.13, "served_over_raw": 1.6, "served_csv_over_raw": 1.53,
+         "predict_only_over_raw": 1.33, "served_over_predict_only": 1.2, "raw_rows_per_s": 667.0,
+         "served_rows_per_s": 417.0},
+        {"rows": 10_000, "repeats": 1, "raw_ms": 8.0, "in_process_json_ms": 17.0, "in_process_csv_ms": 15.5,
+         "echo_ms": 2.5, "predict_only_ms": 10.0, "served_json_ms": 20.0, "served_csv_ms": 17.6,
+         "in_process_over_raw": 2.125, "in_process_csv_over_raw": 1.94, "served_over_raw": 2.5,
+         "served_csv_over_raw": 2.2, "predict_only_over_raw": 1.25, "served_over_predict_only": 2.0,
+         "raw_rows_per_s": 1_250_000.0, "served_rows_per_s": 500_000.0},
     ],
     "latency": [
-        {"concurrency": 1, "requests": 800, "p50_ms": 5.25, "p99_ms": 17.75, "rows_per_s": 150.0},
-        {"concurrency": 8, "requests": 800, "p50_ms": 45.5, "p99_ms": 61.25, "rows_per_s": 170.0},
+        {"concurrency": 1, "requests": 800, "served_over_predict_only_p50": 1.25,
+         "served": {"p50_ms": 2.5, "p99_ms": 7.75, "rows_per_s": 380.0},
+         "predict_only": {"p50_ms": 2.0, "p99_ms": 6.5, "rows_per_s": 470.0},
+         "echo": {"p50_ms": 0.35, "p99_ms": 1.25, "rows_per_s": 2600.0}},
+        {"concurrency": 8, "requests": 800, "served_over_predict_only_p50": 1.1,
+         "served": {"p50_ms": 22.0, "p99_ms": 61.25, "rows_per_s": 340.0},
+         "predict_only": {"p50_ms": 20.0, "p99_ms": 55.5, "rows_per_s": 380.0},
+         "echo": {"p50_ms": 1.5, "p99_ms": 6.0, "rows_per_s": 2000.0}},
     ],
     "approval": {"events": 30, "decisions": {"Approved": 30}, "p50_ms": 19.5, "p99_ms": 23.5, "mean_ms": 20.0},
     "demo_stages": [{"name": "Build", "seconds": 1.8}, {"name": "Deploy", "seconds": 1.3}],
@@ -103,17 +140,22 @@ REPORT: dict[str, Any] = {
 }
 
 
-def _line(text: str, start: str) -> str:
-    (line,) = [ln for ln in text.splitlines() if ln.strip().startswith(start)]
-    return line
+def _lines(text: str, start: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip().startswith(start)]
 
 
-def test_report_table_shows_ratio_latency_throughput_approval_and_stage_times() -> None:
+def test_report_tables_show_times_ratios_latency_approval_and_stage_times() -> None:
     text = bench.format_report(REPORT)
 
     assert "2 CPUs, Test CPU" in text and "[0.5, 0.4, 0.3] at start" in text
-    assert _line(text, "10,000").split() == ["10,000", "8.00", "ms", "120.00", "ms", "15.0x", "1,250,000", "83,333"]
-    assert _line(text, "concurrency 8").split() == ["concurrency", "8", "800", "45.50", "ms", "61.25", "ms", "170"]
+    times, ratios = _lines(text, "10,000")
+    assert times.split() == ["10,000", "8.00", "17.00", "15.50", "2.50", "10.00", "20.00", "17.60"]
+    assert ratios.split() == ["10,000", "2.12x", "2.50x", "2.20x", "1.25x", "2.00x", "500,000"]
+    served, predict_only, echo = _lines(text, "concurrency 8")
+    assert served.split() == ["concurrency", "8", "800", "served", "22.00", "ms", "61.25", "ms", "340"]
+    assert predict_only.split()[3:] == ["predict-only", "20.00", "ms", "55.50", "ms", "380"]
+    assert echo.split()[3:] == ["echo", "1.50", "ms", "6.00", "ms", "2,000"]
+    assert "served p50 / predict-only p50: 1.25x" in text
     assert "approval handler: 30 events, p50 19.5 ms, p99 23.5 ms" in text
     assert "demo stages: Build 1.8s, Deploy 1.3s; total 3.1s" in text
     assert "demo pipeline steps (Build stage): Prepare 0.4s, Train 2.2s" in text

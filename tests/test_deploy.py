@@ -295,7 +295,8 @@ def _package_with_script(trained_model_dir: tuple[Path, Path], tmp_path: Path, s
 OUT_OF_RANGE = (
     "import json\n"
     "def model_fn(d): return None\n"
-    "def input_fn(b, t): return b.decode().strip().splitlines()[1:]\n"
+    # The container hands input_fn text for exactly text/csv (bytes for other types).
+    "def input_fn(b, t): return (b if isinstance(b, str) else b.decode()).strip().splitlines()[1:]\n"
     "def predict_fn(rows, m): return [1.7 for _ in rows]\n"
     "def output_fn(p, a): return json.dumps({'predictions': [{'churn_probability': x} for x in p]}), a\n"
 )
