@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import math
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,9 +42,8 @@ from local.emulator import Emulator
 from local.runner import (
     DEFAULT_WORKDIR,
     LOCAL_STACK,
-    Console,
-    DemoOptions,
-    DemoRun,
+    REPO_ROOT,
+    RESULT_FILE,
     lambda_environment,
     load_profile,
     package_state_change_event,
@@ -385,6 +384,11 @@ def format_report(report: Mapping[str, Any]) -> str:
                  f"mean {a['mean_ms']:.1f} ms per decision ({decisions})")
     lines.append("")
     stages = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["demo_stages"])
+    if "demo_wall_seconds" in report:
+        wall = report["demo_wall_seconds"]
+        verdict = "within" if wall <= DEMO_WALL_GOAL_SECONDS else "OVER"
+        lines.append(f"make demo (python -m local.demo, installed): {wall:.1f}s wall from start to exit, "
+                     f"{verdict} the {DEMO_WALL_GOAL_SECONDS:.0f} s goal")
     lines.append(f"demo stages: {stages}; total {report['demo_total_seconds']:.1f}s")
     steps = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report.get("demo_pipeline_steps", []))
     lines.append(f"demo pipeline steps (Build stage): {steps or 'none (compute build)'}")
@@ -395,18 +399,12 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
     import joblib
 
     host = machine()
-    say("bench: running the demo for its stage times (output in the work directory's logs/demo.log) ...")
-    demo_log = io.StringIO()
-    demo = DemoRun(DemoOptions(workdir=workdir), Console(demo_log, interactive=False))
-    try:
-        result = demo.run()
-    finally:
-        (workdir / "logs").mkdir(parents=True, exist_ok=True)
-        (workdir / "logs" / "demo.log").write_text(demo_log.getvalue())
+    say(f"bench: running `{' '.join(DEMO_COMMAND)}` (what `make demo` runs) for its wall, stage and step times ...")
+    demo = run_demo(workdir)
     # Where the demo's build left the model and its evaluation (the pipeline's Train and Evaluate jobs).
-    if result.model_dir is None or result.evaluation_path is None:
-        raise RuntimeError("the demo's build left no model or evaluation to measure")
-    model_dir, evaluation = result.model_dir, result.evaluation_path
+    if not demo["model_dir"] or not demo["evaluation_path"]:
+        raise RuntimeError(f"the demo's build left no model or evaluation to measure (see {workdir}/logs/demo.log)")
+    model_dir, evaluation = Path(demo["model_dir"]), Path(demo["evaluation_path"])
     model = joblib.load(model_dir / contracts.MODEL_FILE)
     workers = usable_cpus()
     say(f"bench: serving the demo's model.tar.gz, a predict-only app and an echo app ({workers} workers each) ...")
@@ -424,11 +422,32 @@ def run(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]
         "batch": batches,
         "latency": latency,
         "approval": approval,
-        "demo_stages": [{"name": s.name, "seconds": s.seconds} for s in result.stages],
-        "demo_pipeline_steps": [{"name": s.name, "status": s.status, "seconds": s.seconds}
-                                for s in result.pipeline_steps],
-        "demo_total_seconds": result.total_seconds,
+        "demo_wall_seconds": demo["wall_seconds"],
+        "demo_stages": [{"name": s["name"], "seconds": s["seconds"]} for s in demo["stages"]],
+        "demo_pipeline_steps": [{"name": s["name"], "status": s["status"], "seconds": s["seconds"]}
+                                for s in demo["pipeline_steps"]],
+        "demo_total_seconds": demo["total_seconds"],
     }
+
+
+DEMO_COMMAND = ("python", "-m", "local.demo", "--plain")
+# The issue's bar for `make demo` once the environments are installed.
+DEMO_WALL_GOAL_SECONDS = 15.0
+
+
+def run_demo(workdir: Path) -> dict[str, Any]:
+    """`python -m local.demo` as its own process, timed from start to exit; its result file, with the wall."""
+    command = [sys.executable, *DEMO_COMMAND[1:], "--workdir", str(workdir)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    log = workdir / "logs" / "demo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"`make demo` exited {done.returncode} (output in {log})")
+    result = json.loads((workdir / RESULT_FILE).read_text())
+    return {**result, "wall_seconds": wall}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from local.emulator import EmulatorError
 from local.runner import (
     DEFAULT_WORKDIR,
     EXIT_INTERRUPTED,
+    RESULT_FILE,
     Console,
     DemoOptions,
     DemoResult,
@@ -80,23 +81,30 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 
 def run(options: DemoOptions, console: Console) -> tuple[int, DemoResult | None]:
-    """Run the demo and print its summary; returns (exit code, result)."""
+    """Run the demo, print its summary and write it to <workdir>/demo-result.json; returns (exit code, result)."""
     demo = DemoRun(options, console)
     try:
         result = demo.run()
     except StageFailed as exc:
         print_summary(console, demo.result, f"stopped at {exc.stage}")
         console.print(f"demo: {exc}")
-        return exc.exit_code, demo.result
+        return _recorded(demo, demo.result, f"stopped at {exc.stage}", exc.exit_code)
     except KeyboardInterrupt:
         print_summary(console, demo.result, "interrupted")
         console.print("demo: interrupted; everything it started is stopped")
-        return EXIT_INTERRUPTED, demo.result
+        return _recorded(demo, demo.result, "interrupted", EXIT_INTERRUPTED)
     except (EmulatorError, ValueError) as exc:
         console.print(f"demo: error: {exc}")
-        return 1, demo.result
+        return _recorded(demo, demo.result, f"error: {exc}", 1)
     print_summary(console, result, "ok")
-    return 0, result
+    return _recorded(demo, result, "ok", 0)
+
+
+def _recorded(demo: DemoRun, result: DemoResult, outcome: str, code: int) -> tuple[int, DemoResult]:
+    # Only into a work directory the run prepared (a refused --workdir is never written to).
+    if demo.prepared_workdir is not None:
+        (demo.prepared_workdir / RESULT_FILE).write_text(json.dumps(result.summary(outcome, code), indent=2) + "\n")
+    return code, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

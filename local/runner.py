@@ -45,6 +45,8 @@ from local.emulator import Bootstrap, Emulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKDIR = REPO_ROOT / ".demo"
+# Written into the work directory at the end of every run (the summary as data).
+RESULT_FILE = "demo-result.json"
 LOCAL_STACK = "local"
 # The profile whose approval bars and deployment stage the embedded run borrows.
 PROFILE_STACK = "dev"
@@ -723,6 +725,20 @@ class DemoResult:
     def total_seconds(self) -> float:
         return sum(s.seconds for s in self.stages)
 
+    def summary(self, outcome: str, exit_code: int) -> dict[str, Any]:
+        """What the run did, as plain data: written to <workdir>/demo-result.json for tools (make bench)."""
+        return {
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "stages": [{"name": s.name, "seconds": s.seconds, "ok": s.ok, "detail": s.detail} for s in self.stages],
+            "pipeline_steps": [{"name": s.name, "status": s.status, "seconds": s.seconds, "detail": s.detail}
+                               for s in self.pipeline_steps],
+            "total_seconds": self.total_seconds,
+            "package_arn": self.package_arn,
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "evaluation_path": str(self.evaluation_path) if self.evaluation_path else None,
+        }
+
 
 def prepare_workdir(workdir: Path) -> Path:
     """Empty the work directory (a rerun starts clean); refuse paths that hold more than demo output."""
@@ -745,6 +761,8 @@ class DemoRun:
         self.console = console or Console()
         self.result = DemoResult()
         self._interrupted_during_cleanup = False
+        self.prepared_workdir: Path | None = None
+        """The emptied work directory, once the run has prepared it (None: the run never got that far)."""
 
     @contextlib.contextmanager
     def _stage(self, number: int, name: str, title: str) -> Iterator[list[str]]:
@@ -774,6 +792,7 @@ class DemoRun:
         options = self.options
         say = self.console.print
         workdir = prepare_workdir(options.workdir)
+        self.prepared_workdir = workdir
         profile = load_profile(PROFILE_STACK, options.thresholds)
         with contextlib.ExitStack() as cleanup:
             if options.emulator_url:

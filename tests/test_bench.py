@@ -133,6 +133,7 @@ REPORT: dict[str, Any] = {
          "echo": {"p50_ms": 1.5, "p99_ms": 6.0, "rows_per_s": 2000.0}},
     ],
     "approval": {"events": 30, "decisions": {"Approved": 30}, "p50_ms": 19.5, "p99_ms": 23.5, "mean_ms": 20.0},
+    "demo_wall_seconds": 16.25,
     "demo_stages": [{"name": "Build", "seconds": 1.8}, {"name": "Deploy", "seconds": 1.3}],
     "demo_total_seconds": 3.1,
     "demo_pipeline_steps": [{"name": "Prepare", "status": "Succeeded", "seconds": 0.4},
@@ -157,6 +158,7 @@ def test_report_tables_show_times_ratios_latency_approval_and_stage_times() -> N
     assert echo.split()[3:] == ["echo", "1.50", "ms", "6.00", "ms", "2,000"]
     assert "served p50 / predict-only p50: 1.25x" in text
     assert "approval handler: 30 events, p50 19.5 ms, p99 23.5 ms" in text
+    assert "make demo (python -m local.demo, installed): 16.2s wall from start to exit, OVER the 15 s goal" in text
     assert "demo stages: Build 1.8s, Deploy 1.3s; total 3.1s" in text
     assert "demo pipeline steps (Build stage): Prepare 0.4s, Train 2.2s" in text
 

@@ -32,6 +32,7 @@ from local.runner import (
     EXIT_REJECTED,
     LOCAL_STACK,
     PIPELINE_STEPS,
+    RESULT_FILE,
     Console,
     DemoOptions,
     StageFailed,
@@ -102,6 +103,12 @@ def test_demo_deploys_an_in_service_endpoint_serves_valid_predictions_then_stops
         assert prediction.probabilities == pytest.approx(list(expected), abs=1e-6), prediction.content_type
         assert prediction.labels == tuple(int(p >= 0.5) for p in expected), prediction.content_type
     assert result.model_server_url and not _answers(f"{result.model_server_url}/ping")
+    # The summary as data, for make bench: the same stages and steps the console showed.
+    recorded = json.loads((tmp_path / "demo" / RESULT_FILE).read_text())
+    assert (recorded["outcome"], recorded["exit_code"]) == ("ok", 0)
+    assert [s["name"] for s in recorded["stages"]] == ["Build", "Approval", "Deploy", "Serve"]
+    assert [s["name"] for s in recorded["pipeline_steps"]] == list(PIPELINE_STEPS)
+    assert Path(recorded["model_dir"]).resolve() == result.model_dir.resolve()
 
 
 @pytest.mark.slow
@@ -122,6 +129,8 @@ def test_model_below_the_quality_gate_registers_and_deploys_nothing_and_exits_3_
     assert re.search(r"did not pass the QualityGate, nothing was registered or deployed: .*auc 0\.\d+ \(bar 0\.999\)",
                      output), output
     assert [s.name for s in result.stages] == ["Build"]
+    recorded = json.loads((tmp_path / "demo" / RESULT_FILE).read_text())
+    assert (recorded["outcome"], recorded["exit_code"]) == ("stopped at Build", 3)
 
 
 def _team_table(rows: int) -> pd.DataFrame:
