@@ -159,7 +159,7 @@ def build(venv: Path = IMAGE_VENV, say: Say = print) -> Path:
     interpreter = find_interpreter()
     say(f"image environment {venv.name}: building with {interpreter.note}")
     say(f"  installs the scikit-learn image's packages ({REQUIREMENTS.name}: numpy, scikit-learn, pandas, pyarrow, "
-        "sagemaker-training, sagemaker-containers, Flask, gevent, gunicorn, ...); about 40 s on a 2-core machine")
+        "sagemaker-training, sagemaker-containers, Flask, gevent, gunicorn, ...); 30 to 50 s on a 2-core machine")
     started = time.monotonic()
     if venv.exists():
         shutil.rmtree(venv)
