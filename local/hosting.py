@@ -25,13 +25,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
+from local.loopback import LoopbackServer
 from local.model_server import ModelServer, start_model_server
 
 LOG = logging.getLogger("local.hosting")
@@ -81,33 +82,25 @@ class Hosting:
         self._workers = workers
         self._servers: dict[str, ModelServer] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._downloads = itertools.count()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Hosting:
-        if self._httpd is not None:
+        if self._server is not None:
             return self
         self._sagemaker = self._sagemaker or boto3.client("sagemaker")
         self._s3 = self._s3 or boto3.client("s3")
         self._workdir = tempfile.TemporaryDirectory(prefix="hosting-")
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hosting", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(_handler_for(self), "hosting")
         LOG.info("sagemaker-runtime shim on %s", self.url)
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         with self._lock:
             servers, self._servers = list(self._servers.values()), {}
         for server in servers:
@@ -124,10 +117,9 @@ class Hosting:
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("hosting shim is not running; call start() or use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def environ(self) -> dict[str, str]:
         """The variable that sends boto3's sagemaker-runtime calls here."""

@@ -33,7 +33,6 @@ managed spot is never interrupted; the toolkit's DNS wait for `algo-N` hosts is 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import json
@@ -41,7 +40,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import string
 import subprocess
 import tarfile
@@ -57,6 +55,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from botocore.validate import validate_parameters
 
 import contracts
+from local.process_groups import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_BIN = REPO_ROOT / ".venv-image" / "bin"
@@ -92,6 +91,8 @@ _HOST_PATH = ("PATH", "HOME", "TMPDIR", "LANG")
 _IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "UTF-8",
               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 _POLL_SECONDS = 0.1
+# A stopped job gets this long to end after SIGTERM before its process group is killed.
+JOB_STOP_GRACE_SECONDS = 5.0
 # Outputs up to this size go up in one PutObject; larger ones through the multipart transfer manager.
 _SINGLE_PUT_BYTES = 64 * 1024 * 1024
 
@@ -904,14 +905,14 @@ class PipelineExecution:
                         return process.wait(timeout=_POLL_SECONDS), "exited"
                     except subprocess.TimeoutExpired:
                         if self._stop.is_set():
-                            _end_process_group(process)
+                            stop_process_group(process, JOB_STOP_GRACE_SECONDS)
                             raise _Stopped() from None
                         if time.monotonic() > deadline:
-                            _end_process_group(process)
+                            stop_process_group(process, JOB_STOP_GRACE_SECONDS)
                             return None, "timeout"
             finally:
                 if process.poll() is None:
-                    _end_process_group(process)
+                    stop_process_group(process, JOB_STOP_GRACE_SECONDS)
 
     # --- Processing ------------------------------------------------------------------------------------------
     def _processing(self, step: Step, arguments: Mapping[str, Any], record: StepRecord) -> _Done:
@@ -1187,26 +1188,3 @@ def _json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, default=text_of))
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _end_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the job's whole group (the toolkit's user script outlives a dead trainer), then SIGKILL what is left."""
-    for signum, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if not _group_alive(process.pid):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        deadline = time.monotonic() + wait
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=_POLL_SECONDS)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=1.0)

@@ -27,11 +27,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from local.loopback import LoopbackServer
 from local.pipeline_executor import (
     TERMINAL,
     DefinitionError,
@@ -92,19 +93,13 @@ class PipelinesShim:
         self._executions: dict[str, PipelineExecution] = {}
         self._tokens: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> PipelinesShim:
-        if self._httpd is not None:
+        if self._server is not None:
             return self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        # shutdown() waits for the loop's next poll: a short one lets stop() return at once.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="pipelines-shim", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(_handler_for(self), "pipelines-shim")
         LOG.info("sagemaker (Pipelines) shim on %s, forwarding to %s", self.url, self.moto_url)
         return self
 
@@ -116,13 +111,9 @@ class PipelinesShim:
             execution.stop()
         for thread in threads:
             thread.join(timeout=STOP_JOIN_SECONDS)
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def __enter__(self) -> PipelinesShim:
         return self.start()
@@ -132,10 +123,9 @@ class PipelinesShim:
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("the Pipelines shim is not running; call start() or use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def environ(self) -> dict[str, str]:
         """The variable that sends boto3's sagemaker calls here (sagemaker-runtime is another service)."""

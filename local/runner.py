@@ -42,6 +42,7 @@ import yaml
 
 import contracts
 from local.emulator import Bootstrap, Emulator
+from local.process_groups import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKDIR = REPO_ROOT / ".demo"
@@ -251,35 +252,6 @@ def _read_env_dump(path: Path) -> dict[str, str]:
 STOP_GRACE_SECONDS = 15.0
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_process_group(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM the command's whole process group, SIGKILL whatever is left after the grace period.
-
-    The group, not only bash: a command that handles SIGTERM (training.model_build stops its execution)
-    outlives the bash that started it, and must not be left running.
-    """
-    for signum, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
-        if not _group_alive(process.pid):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        deadline = time.monotonic() + wait
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.1)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=1.0)
-
-
 def run_command(command: str, state: ShellState, console: Console, log: IO[str], scratch: Path) -> int:
     """Run one buildspec command with bash; stream its output; carry its env and cwd to the next command."""
     env_dump = scratch / f"env-{uuid.uuid4().hex}"
@@ -311,7 +283,7 @@ def run_command(command: str, state: ShellState, console: Console, log: IO[str],
             status = process.wait()
     except BaseException:
         if process is not None:
-            _stop_process_group(process)
+            stop_process_group(process, STOP_GRACE_SECONDS)
         raise
     finally:
         if process is not None and process.stdout is not None:
