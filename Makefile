@@ -18,7 +18,7 @@ STARTED := $(shell date +%s)
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@echo "==> First run: installing $$(grep -c '==' constraints.txt) pinned packages into $(VENV)"
 	@echo "    (Pulumi SDKs, boto3, scikit-learn, pandas, moto, pytest, pyright, ruff, ...; see constraints.txt)."
-	@echo "    This takes 1 to 3 minutes on a 2-core machine (70 s to 170 s measured); pip lists each package as it goes."
+	@echo "    This takes 1 to 3 minutes on a 2-core machine; pip lists each package as it goes."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar off -r requirements-dev.txt -c constraints.txt
