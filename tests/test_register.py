@@ -135,7 +135,7 @@ def test_package_records_commit_build_and_stack(registered: tuple[str, Path]) ->
     custom = described["CustomerMetadataProperties"]
     assert custom["Stack"] == STACK
     assert custom["PipelineExecution"] == "8a1b2c3d-0000-4000-8000-000000000001"
-    assert custom["TrainingData"].startswith("synthetic:make_dataset/n_rows=8000")
+    assert custom["TrainingData"] == "synthetic:training.sample_data/n_rows=8000/seed=42"
 
 
 def test_package_is_tagged_with_project_and_stack(registered: tuple[str, Path]) -> None:
