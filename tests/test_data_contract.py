@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 import contracts
 from training import data_contract
 from training.data_contract import DataRejected, read_dir
-from training.sample_data import make_dataset, sample_csv
+from training.sample_data import make_dataset, sample_csv, write_sample
 
 HEADER_NOTE = "row 1 is the header"
 
@@ -63,6 +64,18 @@ def test_csv_text_is_read_and_rejected_exactly_as_a_file(tmp_path: Path) -> None
     good = _write(tmp_path / "good" / "churn.csv", _rows(150))
     pd.testing.assert_frame_equal(data_contract.read_text(good.read_text(encoding="utf-8"), "sample").frame(),
                                   read_dir(good.parent).frame())
+
+
+def test_writing_the_sample_leaves_an_equal_file_alone_and_replaces_another_whole(tmp_path: Path) -> None:
+    written = write_sample(tmp_path, 200, 4)
+    assert written == tmp_path / contracts.SAMPLE_FILE and written.read_bytes() == sample_csv(200, 4)
+    os.utime(written, ns=(1_000_000_000, 1_000_000_000))
+    assert write_sample(tmp_path, 200, 4) == written
+    assert written.stat().st_mtime_ns == 1_000_000_000  # the same bytes: not rewritten
+    written.write_bytes(b"tenure_months\n")
+    write_sample(tmp_path, 200, 4)
+    assert written.read_bytes() == sample_csv(200, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [contracts.SAMPLE_FILE]  # nothing left aside
 
 
 def test_sample_csv_is_byte_identical_per_seed() -> None:
