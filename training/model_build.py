@@ -518,11 +518,15 @@ _PIPELINE_HINT = (f"run `pulumi up` for the stack (compute `pipeline` creates th
 
 
 def _aws_error_line(exc: Exception) -> str:
+    # A ClientError names its operation; the resource is in AWS's message.
+    operation = getattr(exc, "operation_name", "") or "an AWS call"
     hint = ""
     if isinstance(exc, ClientError) and aws_errors.is_not_found(exc):
-        hint = _BUCKET_HINT if aws_errors.error_code(exc) == "NoSuchBucket" else _PIPELINE_HINT
-    # A ClientError names its operation; the resource is in AWS's message.
-    return aws_errors.failure_line(getattr(exc, "operation_name", "") or "an AWS call", "", exc, hint)
+        if aws_errors.error_code(exc) == "NoSuchBucket":
+            hint = _BUCKET_HINT
+        elif "Pipeline" in operation:
+            hint = _PIPELINE_HINT
+    return aws_errors.failure_line(operation, "", exc, hint)
 
 
 def _timeout_type(text: str) -> float:
