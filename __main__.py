@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -182,19 +181,13 @@ SAMPLE_DATA_DIR = Path("build") / "sample-data"
 def _sample_data_asset() -> pulumi.asset.FileAsset:
     """The synthetic churn table as a generated file, so the state keeps its hash and path, not its rows.
 
-    Relative to the project directory, where the CLI runs the program and reads the asset. Written aside
-    and moved into place, and only when it differs, so concurrent runs never read a half-written file.
+    Relative to the project directory, where the CLI runs the program and reads the asset. write_sample
+    writes it aside and moves it into place, and only when it differs, so concurrent runs never read a
+    half-written file.
     """
-    from training.sample_data import SAMPLE_FILE, sample_csv
+    from training.sample_data import write_sample
 
-    content = sample_csv()
-    path = SAMPLE_DATA_DIR / SAMPLE_FILE
-    if not path.is_file() or path.read_bytes() != content:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{SAMPLE_FILE}.{os.getpid()}")
-        partial.write_bytes(content)
-        partial.replace(path)
-    return pulumi.FileAsset(str(path))
+    return pulumi.FileAsset(str(write_sample(SAMPLE_DATA_DIR)))
 
 
 def _model_build_env(settings: Settings, training_data_uri: pulumi.Output[str], model_build: ModelBuildPipeline

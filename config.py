@@ -74,8 +74,6 @@ _OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.action
 _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
-# s3://<bucket>/<prefix>/ : a bucket name (3-63 lowercase letters, digits, dots, hyphens) and a folder.
-_S3_PREFIX = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<prefix>.*)$")
 # `training` keys (camelCase, like deploymentStages) -> contracts.TrainingSettings fields.
 TRAINING_KEYS = {
     "compute": "compute",
@@ -430,22 +428,14 @@ def _training_data(raw: Mapping[str, str]) -> str | None:
     value = _string(raw, name)
     if not value:
         return None
-    example = ("`pulumi config set trainingData s3://your-bucket/churn/` (or remove the key to use the stack's own "
-               "prefix)")
-    match = _S3_PREFIX.match(value)
-    if not value.startswith("s3://"):
-        raise _fail(name, f"{value!r} is not an s3:// URI", f"set the S3 prefix that holds your CSV files: {example}")
-    if not match or ".." in match.group("bucket"):
-        raise _fail(name, f"{value!r} does not start with a valid bucket name (3-63 lowercase letters, digits, dots, "
-                    "hyphens)", f"use s3://<bucket>/<prefix>/: {example}")
-    prefix = match.group("prefix")
-    if prefix and not prefix.endswith("/"):
-        raise _fail(name, f"{value!r} does not end with '/'",
-                    f"end the prefix with a slash (s3://{match.group('bucket')}/{prefix}/): a prefix is a folder of "
-                    "CSV files, and without the slash it would also match its neighbours (e.g. data-old/)")
-    if any(c in prefix for c in "*?") or "${" in prefix or "//" in prefix:
-        raise _fail(name, f"{value!r} holds a wildcard, a policy variable or an empty folder name",
-                    "use the literal folder of your CSV files: the roles are scoped to exactly this prefix")
+    # The same check the build and the pipeline definition make, here so that a prefix they would refuse
+    # fails at `pulumi preview`, not at every build.
+    problem = contracts.data_uri_problem(value)
+    if problem is not None:
+        what, fix = problem
+        example = ("`pulumi config set trainingData s3://your-bucket/churn/` (or remove the key to use the stack's "
+                   "own prefix)")
+        raise _fail(name, f"{value!r} {what}", f"{fix}: {example}")
     return value
 
 

@@ -8,6 +8,7 @@ Lambda package and the CodeBuild scripts can carry it unchanged.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -111,6 +112,12 @@ CONTAINER_ENVIRONMENT = {
 }
 CONTENT_TYPES = ("text/csv", "application/json")
 TARGET_COLUMN = "churn"
+# The synthetic table's object name: under the stack's data prefix (seeded by the program) and in a folder
+# the inline build or the embedded run trains on.
+SAMPLE_FILE = "churn.csv"
+# Where a processing job leaves the message DescribeProcessingJob returns as ExitMessage (its first 1 KB):
+# the pipeline definition passes it to prepare and evaluate, which default to it inside a container.
+EXIT_MESSAGE_FILE = "/opt/ml/output/message"
 
 # --- The data contract: the churn table, declared once -----------------------------------------
 # Prepare, training, evaluation and the sample data read columns by these declarations; no type is
@@ -191,9 +198,97 @@ def source_code_prefix(stack: str) -> str:
     return f"{stack}/code/"
 
 
+def source_archive_key(stack: str, commit: str) -> str:
+    """The key of one commit's sourcedir.tar.gz (the pipeline's CodeUri)."""
+    return f"{source_code_prefix(stack)}{commit}/{SOURCE_ARCHIVE}"
+
+
 def pipeline_runs_prefix(stack: str) -> str:
     """`<prefix><execution id>/<step>/<output>`: what the pipeline's jobs write."""
     return f"{stack}/pipeline-runs/"
+
+
+def model_builds_prefix(stack: str) -> str:
+    """`<prefix><build id>/model.tar.gz` and `evaluation.json`: what the inline path (training.register) uploads."""
+    return f"{stack}/model-builds/"
+
+
+# --- The model package ----------------------------------------------------------------------
+# The same package comes from the inline path (training.register) and the pipeline's Register step
+# (training.pipeline_definition); both build these parts from here.
+# Real-time instance types offered for the package. Serverless endpoints take no instance type:
+# the scikit-learn CPU image runs on serverless inference as it is, so nothing is declared for it.
+REALTIME_INSTANCE_TYPES = (
+    "ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge",
+)
+TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
+# CustomerMetadataProperties values: the API allows [\p{L}\p{Z}\p{N}_.:/=+-@]{1,256}. Python's re has no \p
+# classes: \w is exactly letters, digits (str.isalnum) and the underscore; of \p{Z} only the space is kept
+# (tabs and newlines are not \p{Z}).
+METADATA_VALUE_CHARS = r"\w .:/=+\-@"
+METADATA_VALUE_MAX = 256
+_METADATA_VALUE = re.compile(f"[{METADATA_VALUE_CHARS}]{{1,{METADATA_VALUE_MAX}}}")
+_METADATA_UNSAFE = re.compile(f"[^{METADATA_VALUE_CHARS}]")
+
+
+def metadata_value(value: str) -> str:
+    """`value` as a CustomerMetadataProperties value: other characters become _, cut to 256, never empty."""
+    return _METADATA_UNSAFE.sub("_", value)[:METADATA_VALUE_MAX] or "none"
+
+
+def is_metadata_value(value: str) -> bool:
+    """Whether CustomerMetadataProperties takes `value` as it is."""
+    return _METADATA_VALUE.fullmatch(value) is not None
+
+
+def inference_specification(image_uri: str, model_url: Any) -> dict[str, Any]:
+    """The package's InferenceSpecification: the scikit-learn image serving code/inference.py from
+    `model_url` (an s3:// URI, or the pipeline's reference to the Train step's artifact)."""
+    return {
+        "Containers": [{
+            "Image": image_uri,
+            "ModelDataUrl": model_url,
+            "Environment": dict(CONTAINER_ENVIRONMENT),
+            "Framework": "SKLEARN",
+            "FrameworkVersion": SKLEARN_IMAGE["framework_version"],
+        }],
+        "SupportedContentTypes": list(CONTENT_TYPES),
+        "SupportedResponseMIMETypes": list(CONTENT_TYPES),
+        "SupportedRealtimeInferenceInstanceTypes": list(REALTIME_INSTANCE_TYPES),
+        "SupportedTransformInstanceTypes": list(TRANSFORM_INSTANCE_TYPES),
+    }
+
+
+# --- The team's data ------------------------------------------------------------------------
+_S3_PREFIX = re.compile(r"s3://(?P<bucket>[^/]*)(?P<rest>/?.*)", re.DOTALL)
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+def data_uri_problem(uri: str) -> tuple[str, str] | None:
+    """(problem, fix) if `uri` cannot be the training data prefix, else None.
+
+    The prefix is the pipeline's DataUri, the folder the roles are scoped to, and a value of the package's
+    CustomerMetadataProperties (TrainingData): config.py checks it when the stack is configured, the build
+    and the definition again, so a prefix that one of them refuses never reaches a build.
+    """
+    match = _S3_PREFIX.fullmatch(uri)
+    if match is None:
+        return "is not an s3:// URI", "give the S3 prefix that holds the CSV files, like s3://bucket/churn/"
+    bucket, rest = match.group("bucket"), match.group("rest")
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        return ("does not start with a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)",
+                "use s3://<bucket>/<prefix>/")
+    if not rest.endswith("/"):
+        return ("does not end with '/'",
+                f"end the prefix with a slash ({uri}/): a prefix is a folder of CSV files, and without the slash "
+                "it would also match its neighbours (e.g. data-old/)")
+    if any(c in rest for c in "*?") or "${" in rest or "//" in rest:
+        return ("holds a wildcard, a policy variable or an empty folder name",
+                "use the literal folder of the CSV files: the roles are scoped to exactly this prefix")
+    if not is_metadata_value(uri):
+        return (f"cannot be recorded on the model package (letters, digits, spaces and _.:/=+-@ only, at most "
+                f"{METADATA_VALUE_MAX} characters)", "move the files to a prefix named with those")
+    return None
 
 # --- The inference image --------------------------------------------------------------------
 # Training pins the library versions of the image registration names; tests/test_pins.py checks

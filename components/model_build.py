@@ -20,9 +20,6 @@ from components.naming import StackNames
 from training.pipeline_definition import PipelineTarget, definition_json
 
 COMPONENT_TOKEN = "sagemaker-mlops:model_build:ModelBuildPipeline"  # noqa: S105 - a Pulumi type token
-# The object's name under the data prefix: training.sample_data.SAMPLE_FILE, not imported here because the
-# generator loads numpy, which a stack without sampleData never needs (a test keeps the two equal).
-SAMPLE_DATA_FILE = "churn.csv"
 
 
 class ModelBuildPipelineArgs(TypedDict):
@@ -46,7 +43,7 @@ class ModelBuildPipelineArgs(TypedDict):
 
 
 def sample_data_key(stack: str) -> str:
-    return f"{contracts.training_data_prefix(stack)}{SAMPLE_DATA_FILE}"
+    return f"{contracts.training_data_prefix(stack)}{contracts.SAMPLE_FILE}"
 
 
 class ModelBuildPipeline(pulumi.ComponentResource):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 import contracts
 from training import data_contract
 from training.data_contract import DataRejected, read_dir
-from training.sample_data import make_dataset, sample_csv
+from training.sample_data import make_dataset, sample_csv, write_sample
 
 HEADER_NOTE = "row 1 is the header"
 
@@ -53,10 +54,28 @@ def test_sample_table_passes_the_contract_with_the_declared_columns_in_order(tmp
     assert table.rows == 500 and table.ignored_columns == ()
 
 
-def test_sample_csv_holds_the_same_values_as_the_synthetic_frame(tmp_path: Path) -> None:
-    (tmp_path / "churn.csv").write_bytes(sample_csv(300, 9))
-    expected = data_contract.typed_frame(make_dataset(300, 9))
-    pd.testing.assert_frame_equal(read_dir(tmp_path).frame(), expected)
+def test_csv_text_is_read_and_rejected_exactly_as_a_file(tmp_path: Path) -> None:
+    rows = _set(_rows(150), "monthly_charges", {4: "n/a"})
+    path = _write(tmp_path / "churn.csv", rows)
+    text = path.read_text(encoding="utf-8")
+    with pytest.raises(DataRejected) as from_text:
+        data_contract.read_text(text, str(path))
+    assert str(from_text.value) == str(_rejection(tmp_path))
+    good = _write(tmp_path / "good" / "churn.csv", _rows(150))
+    pd.testing.assert_frame_equal(data_contract.read_text(good.read_text(encoding="utf-8"), "sample").frame(),
+                                  read_dir(good.parent).frame())
+
+
+def test_writing_the_sample_leaves_an_equal_file_alone_and_replaces_another_whole(tmp_path: Path) -> None:
+    written = write_sample(tmp_path, 200, 4)
+    assert written == tmp_path / contracts.SAMPLE_FILE and written.read_bytes() == sample_csv(200, 4)
+    os.utime(written, ns=(1_000_000_000, 1_000_000_000))
+    assert write_sample(tmp_path, 200, 4) == written
+    assert written.stat().st_mtime_ns == 1_000_000_000  # the same bytes: not rewritten
+    written.write_bytes(b"tenure_months\n")
+    write_sample(tmp_path, 200, 4)
+    assert written.read_bytes() == sample_csv(200, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [contracts.SAMPLE_FILE]  # nothing left aside
 
 
 def test_sample_csv_is_byte_identical_per_seed() -> None:
@@ -303,11 +322,3 @@ def test_readme_lists_exactly_the_declared_columns_with_their_kinds() -> None:
     rows = [tuple(cell.strip().strip("`") for cell in cells) for cells in table]
     declared = [(c.name, c.kind, c.description) for c in contracts.CHURN_FEATURES]
     assert rows == [*declared, (contracts.TARGET_COLUMN, "target", "1 if the customer left, 0 if they stayed")]
-
-
-def test_an_in_memory_table_gets_the_declared_types_too() -> None:
-    frame = make_dataset(50, 1)
-    frame["contract_type"] = pd.Series([12] * 49 + [None], dtype=object)
-    typed = data_contract.typed_frame(frame)
-    assert typed["contract_type"].iloc[0] == "12" and math.isnan(typed["contract_type"].iloc[49])
-    assert typed["tenure_months"].dtype == "float64"

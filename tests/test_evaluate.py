@@ -3,6 +3,7 @@ and the three job scripts run on the scikit-learn image's Python with only its p
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 import contracts
+from training import model_build
 from training.evaluate import ModelUnusable, evaluate_model, load_model, main
 from training.prepare import prepare
 from training.sample_data import sample_csv
@@ -131,11 +133,10 @@ def test_rejected_test_data_exits_4_and_leaves_no_evaluation(trained: tuple[Path
 
 # --- On the image's Python ----------------------------------------------------------------------------
 def _sourcedir(destination: Path) -> Path:
-    """What the build uploads as sourcedir.tar.gz: contracts.py and training/*.py, nothing else."""
-    (destination / "training").mkdir(parents=True)
-    shutil.copy(ROOT / "contracts.py", destination)
-    for script in (ROOT / "training").glob("*.py"):
-        shutil.copy(script, destination / "training")
+    """The sourcedir.tar.gz the build uploads, unpacked as the training toolkit and the processing entrypoint do."""
+    destination.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(model_build.package_source())) as archive:
+        archive.extractall(destination, filter="data")
     return destination
 
 

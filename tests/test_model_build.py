@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Iterator
@@ -218,8 +219,23 @@ def test_success_uploads_exactly_the_training_code_under_the_commit(
     assert not any(n.endswith((".yml", ".pyc", ".txt")) or n in ("setup.py", "requirements.txt") for n in names)
 
 
-def test_source_archive_is_the_same_bytes_for_the_same_code() -> None:
-    assert model_build.package_source() == model_build.package_source()
+def test_source_archive_is_the_same_bytes_for_the_same_code_whatever_its_file_times(tmp_path: Path) -> None:
+    # A copy of the code with other modification times: only the contents may reach the archive.
+    names = model_build.source_files()
+    for name in names:
+        copy = tmp_path / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes((ROOT / name).read_bytes())
+        os.utime(copy, (1_000_000_000, 1_000_000_000))
+    archive = model_build.package_source()
+    assert model_build.source_files(tmp_path) == names
+    assert model_build.package_source(tmp_path) == archive
+    # Nor the time it was built (gzip's header MTIME, bytes 4-8) or who built it.
+    assert archive[4:8] == bytes(4)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == names
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
 
 
 def test_summary_records_the_execution_and_its_steps(environ: dict[str, str], sagemaker: tuple[Any, Stubber],
@@ -341,7 +357,8 @@ def test_failed_step_is_reported_even_when_its_exit_message_cannot_be_read(
     assert code == 1
     assert lines[-1].startswith("model build failed: step Prepare failed: AlgorithmError: See job logs for more "
                                 "information; the job said: (its ExitMessage could not be read: "
-                                "DescribeProcessingJob: AccessDeniedException: not authorized; the build role")
+                                "DescribeProcessingJob failed (AccessDeniedException: not authorized); permissions: "
+                                "the identity running this needs DescribeProcessingJob")
 
 
 def test_timeout_stops_the_execution_and_exits_1(environ: dict[str, str], sagemaker: tuple[Any, Stubber]) -> None:
@@ -404,9 +421,39 @@ def test_missing_pipeline_fails_in_one_line_naming_the_call_and_pulumi_up(
     stubber.add_client_error("describe_pipeline", "ResourceNotFound", f"Pipeline '{PIPELINE}' does not exist.")
     code, lines = _build(environ, client, FakeClock())
     assert code == 1
-    assert lines[-1].startswith(f"model build failed: DescribePipeline: ResourceNotFound: Pipeline '{PIPELINE}' "
-                                "does not exist.; run `pulumi up`")
+    assert lines[-1].startswith(f"model build failed: DescribePipeline failed (ResourceNotFound: Pipeline "
+                                f"'{PIPELINE}' does not exist.); run `pulumi up`")
     assert "\n" not in lines[-1]
+
+
+@pytest.mark.parametrize(("code", "fix"), [
+    ("ExpiredTokenException", "the AWS credentials are invalid or expired"),
+    ("ThrottlingException", "AWS throttled the request: run it again in a minute"),
+    ("AccessDeniedException", "permissions: the identity running this needs DescribePipeline"),
+])
+def test_aws_errors_end_in_one_line_with_the_fix_for_their_kind(environ: dict[str, str],
+                                                                  sagemaker: tuple[Any, Stubber], code: str,
+                                                                  fix: str) -> None:
+    client, stubber = sagemaker
+    stubber.add_client_error("describe_pipeline", code, "the service said no")
+    exit_code, lines = _build(environ, client, FakeClock())
+    assert exit_code == 1
+    assert lines[-1].startswith(f"model build failed: DescribePipeline failed ({code}: the service said no); {fix}")
+
+
+def test_no_region_fails_in_one_line_saying_to_set_it(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    # No profile files, no region: the clients cannot be made (boto3 reads the process environment).
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    lines: list[str] = []
+    code = model_build.main([], environ=environ, say=lines.append, sleep=FakeClock().sleep, clock=FakeClock())
+    assert code == 1
+    assert lines[-1].startswith("model build failed: boto3.client on this shell's AWS configuration failed "
+                                "(NoRegionError: ")
+    assert "export AWS_DEFAULT_REGION=" in lines[-1]
 
 
 def test_pipeline_without_the_build_parameters_asks_for_pulumi_up(
@@ -430,14 +477,14 @@ def test_upload_failure_names_the_call_and_starts_nothing(environ: dict[str, str
                          {"PipelineName": PIPELINE})
     code, lines = _build(environ, client, FakeClock())
     assert code == 1
-    assert lines[-1].startswith("model build failed: PutObject: NoSuchBucket:")
+    assert lines[-1].startswith("model build failed: PutObject failed (NoSuchBucket:")
     assert lines[-1].endswith("check that ARTIFACT_BUCKET names the stack's artifact bucket")
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({contracts.ENV_MODEL_BUILD_PIPELINE: ""}, "missing environment variable(s) MODEL_BUILD_PIPELINE_NAME"),
     ({contracts.ENV_MODEL_BUILD_COMPUTE: "sagemaker"}, "MODEL_BUILD_COMPUTE='sagemaker' is not one of pipeline, build"),
-    ({contracts.ENV_TRAINING_DATA_URI: "https://example.com/data/"}, "is not an S3 prefix like s3://bucket/path/"),
+    ({contracts.ENV_TRAINING_DATA_URI: "https://example.com/data/"}, "is not an s3:// URI"),
     ({contracts.ENV_TRAINING_DATA_URI: "s3://team-data/churn (2024)/"}, "cannot be recorded on the model package"),
     ({"CODEBUILD_RESOLVED_SOURCE_VERSION": ""}, "cannot tell which git commit"),
 ])
@@ -481,6 +528,41 @@ def test_inline_build_trains_on_the_data_prefix_and_registers(inline_env: dict[s
     changes = [re.match(r"\[\s*\S+\] (\S+)\s+(\S+)", line) for line in lines if line.startswith("[")]
     assert [m.groups() for m in changes if m and m.group(2) == "Succeeded"] == [
         ("Prepare", "Succeeded"), ("Train", "Succeeded"), ("Evaluate", "Succeeded"), ("Register", "Succeeded")]
+
+
+def test_inline_build_checks_the_registration_settings_before_any_step(inline_env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    from training.sample_data import sample_csv
+
+    _upload(f"{STACK}/training-data/churn.csv", sample_csv(n_rows=1200))
+    del inline_env[contracts.ENV_MODEL_PACKAGE_GROUP_NAME]
+    lines: list[str] = []
+    code = model_build.main([], environ=inline_env, s3=boto3.client("s3"), sagemaker=boto3.client("sagemaker"),
+                            say=lines.append)
+    assert code == 1
+    assert lines[-1].startswith(f"model build failed: missing environment variable(s) "
+                                f"{contracts.ENV_MODEL_PACKAGE_GROUP_NAME}")
+    assert not any(line.startswith("[") for line in lines), "no step ran"
+    assert not (tmp_path / model_build.BUILD_ROOT / "data").exists(), "nothing was downloaded"
+
+
+def test_inline_build_records_the_build_id_the_package_carries(inline_env: dict[str, str], tmp_path: Path) -> None:
+    from training.sample_data import sample_csv
+
+    # A hand run: no CodeBuild or Actions id, so the build makes one up (local-<time>-<random>) exactly once.
+    del inline_env["CODEBUILD_BUILD_ID"]
+    _upload(f"{STACK}/training-data/churn.csv", sample_csv(n_rows=1200))
+    lines: list[str] = []
+    code = model_build.main([], environ=inline_env, s3=boto3.client("s3"), sagemaker=boto3.client("sagemaker"),
+                            say=lines.append)
+    assert code == 0, lines
+    summary = json.loads((tmp_path / model_build.SUMMARY_FILE).read_text())
+    assert summary["build_id"].startswith("local-")
+    package = boto3.client("sagemaker").describe_model_package(ModelPackageName=summary["model_package_arn"])
+    assert package["CustomerMetadataProperties"]["BuildId"] == summary["build_id"]
+    model_url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    assert model_url == (f"s3://{BUCKET}/{contracts.model_builds_prefix(STACK)}{summary['build_id']}/"
+                         f"{contracts.MODEL_ARCHIVE}")
 
 
 def test_inline_build_exits_4_on_rejected_data_and_registers_nothing(inline_env: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ Describe* output of its job type, or a declared property file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 import botocore.session
 import pytest
 import yaml
+from api_limits import limit_problems
 from botocore.validate import ParamValidator
 
 import contracts
@@ -162,33 +164,6 @@ def _check_describe_path(step: Mapping[str, Any], prop: str, path: str) -> None:
         shape = shape.members[token]
 
 
-def _limit_problems(shape: Any, value: Any, where: str) -> list[str]:
-    """Maxima, enums and (non-Unicode-class) patterns: botocore's client-side validation checks none of them."""
-    problems = []
-    enum = getattr(shape, "enum", None)
-    if enum and value not in enum:
-        problems.append(f"{where}: {value!r} is not one of {enum}")
-    limit = shape.metadata.get("max")
-    if limit is not None and isinstance(value, str | list | dict) and len(value) > limit:
-        problems.append(f"{where}: length {len(value)} > {limit}")
-    if isinstance(value, int | float) and not isinstance(value, bool) and limit is not None and value > limit:
-        problems.append(f"{where}: {value} > {limit}")
-    pattern = shape.metadata.get("pattern")
-    if isinstance(value, str) and pattern and "\\p{" not in pattern and not re.fullmatch(pattern, value):
-        problems.append(f"{where}: {value!r} does not match {pattern}")
-    container: Any = value  # the isinstance checks above narrowed `value`; the shape says what it is
-    if shape.type_name == "structure":
-        for name, item in container.items():
-            problems += _limit_problems(shape.members[name], item, f"{where}.{name}")
-    elif shape.type_name == "list":
-        for index, item in enumerate(container):
-            problems += _limit_problems(shape.member, item, f"{where}[{index}]")
-    elif shape.type_name == "map":
-        for key, item in container.items():
-            problems += _limit_problems(shape.value, item, f"{where}[{key}]")
-    return problems
-
-
 def _request(step: Mapping[str, Any], resolve: Resolver) -> dict[str, Any]:
     """The Create* request SageMaker makes for a step: its resolved Arguments plus the job name it picks."""
     request = resolve(step["Arguments"])
@@ -211,7 +186,7 @@ def test_job_and_register_arguments_pass_botocore_validation_of_their_create_cal
         request = _request(step, resolve)
         report = ParamValidator().validate(request, shape)
         assert not report.has_errors(), f"{step['Name']}: {report.generate_report()}"
-        assert _limit_problems(shape, request, step["Name"]) == []
+        assert limit_problems(shape, request, step["Name"]) == []
         checked.append(step["Name"])
     assert checked == [contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_EVALUATE, contracts.STEP_REGISTER]
 
@@ -304,6 +279,12 @@ def test_bad_thresholds_are_refused_naming_the_problem(thresholds: dict[str, flo
         pd.definition(pd.sample_target("dev", thresholds=thresholds))
 
 
+def test_a_data_prefix_the_package_cannot_record_is_refused() -> None:
+    target = dataclasses.replace(pd.sample_target("dev"), training_data_uri="s3://team-data/churn (2024)/")
+    with pytest.raises(ValueError, match=re.escape("cannot be recorded on the model package")):
+        pd.definition(target)
+
+
 # --- Register: the package the inline path registers ----------------------------------------------
 def _inline_request(target: pd.PipelineTarget, evaluation: Mapping[str, Any]) -> dict[str, Any]:
     settings = register.RegisterSettings(bucket=target.bucket, group=target.group, image_uri=target.image_uri,
@@ -366,11 +347,6 @@ def test_register_values_equal_the_inline_request_where_the_pipeline_knows_them(
     about = f"{target.project}/{target.stack} churn model from commit"
     assert inline["ModelPackageDescription"] == f"{about} {COMMIT[:12]}, build {BUILD_ID}, holdout AUC {auc:.4f}"
     assert piped["ModelPackageDescription"] == f"{about} {COMMIT}, build {BUILD_ID}, holdout AUC {auc}"
-
-
-def test_register_offers_the_instance_types_register_py_offers() -> None:
-    assert pd.REALTIME_INSTANCE_TYPES == register.REALTIME_INSTANCE_TYPES
-    assert pd.TRANSFORM_INSTANCE_TYPES == register.TRANSFORM_INSTANCE_TYPES
 
 
 def test_register_goes_into_the_stack_group_pending_manual_approval() -> None:
@@ -520,7 +496,7 @@ def test_processing_arguments_are_accepted_by_the_script_the_step_runs(
     app = _request(pd.find_step(pipeline, step), Resolver(pipeline, TARGETS["dev"], evaluation))["AppSpecification"]
     assert app["ContainerEntrypoint"][-1] == module
     args = importlib.import_module(module).parse_args(app["ContainerArguments"])
-    assert args.failure_file == Path(pd.EXIT_MESSAGE_FILE)
+    assert args.failure_file == Path(contracts.EXIT_MESSAGE_FILE)
     if step == contracts.STEP_PREPARE:
         assert (args.input, args.output) == (Path("/opt/ml/processing/input/data"), Path("/opt/ml/processing/output"))
         assert args.source_uri == TARGETS["dev"].training_data_uri

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import contracts
-from training.prepare import Host, main, prepare, stratified_split
+from training.data_contract import stratified_split
+from training.prepare import Host, main, prepare
 from training.sample_data import sample_csv
 from training.staging import FAILURE_MESSAGE_BYTES, write_failure_message
 

@@ -55,6 +55,11 @@ CASES = [
      ["sagemaker-mlops:trainingData", "valid bucket name", "s3://<bucket>/<prefix>/"]),
     ("training-data-wildcard", "dev", {"trainingData": "s3://team-data/churn-*/", "sampleData": False},
      ["sagemaker-mlops:trainingData", "wildcard", "literal folder"]),
+    # The build would refuse it at every run: the package's TrainingData metadata takes no parentheses.
+    ("training-data-not-recordable-on-the-package", "dev",
+     {"trainingData": "s3://team-data/churn (2024)/", "sampleData": False},
+     ["sagemaker-mlops:trainingData", "'s3://team-data/churn (2024)/'", "cannot be recorded on the model package",
+      "move the files to a prefix named with those"]),
     ("sample-data-with-own-training-data", "dev", {"trainingData": "s3://team-data/churn/"},
      ["sagemaker-mlops:sampleData", "s3://team-data/churn/", "pulumi config set sampleData false"]),
     ("sample-data-typo", "dev", {"sampleData": "yes"}, ["sagemaker-mlops:sampleData", "true or false"]),

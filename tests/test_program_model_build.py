@@ -198,19 +198,18 @@ def _source_file(resource: Resource) -> Path:
 
 
 def test_sample_table_seeds_the_default_prefix_from_a_generated_file(dev: ProgramGraph) -> None:
-    from training.sample_data import SAMPLE_FILE, sample_csv
+    from training.sample_data import sample_csv
 
     seeded = dev.one(OBJECT)
     assert seeded.inputs["bucket"] == dev.outputs["artifactBucket"]
     assert f"s3://{seeded.inputs['bucket']}/{seeded.inputs['key']}" == \
-        f"{dev.outputs['trainingDataUri']}{SAMPLE_FILE}"
+        f"{dev.outputs['trainingDataUri']}{contracts.SAMPLE_FILE}"
     assert seeded.inputs["contentType"] == "text/csv"
     # Written once the bucket's default encryption applies (S3 would otherwise use its own default).
     encryption = dev.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
     assert encryption.urn in seeded.dependencies
     # A file asset: the state keeps the path and hash, not 8000 rows; the file holds exactly the sample.
     assert _source_file(seeded).read_bytes() == sample_csv()
-    assert model_build_component.SAMPLE_DATA_FILE == SAMPLE_FILE
 
 
 def test_own_training_data_is_read_where_it_is_and_never_seeded() -> None:

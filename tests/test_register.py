@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import boto3
 import botocore.session
 import pytest
 import yaml
+from api_limits import limit_problems
 from botocore.stub import ANY, Stubber
 from moto.backends import get_backend
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -135,7 +135,7 @@ def test_package_records_commit_build_and_stack(registered: tuple[str, Path]) ->
     custom = described["CustomerMetadataProperties"]
     assert custom["Stack"] == STACK
     assert custom["PipelineExecution"] == "8a1b2c3d-0000-4000-8000-000000000001"
-    assert custom["TrainingData"].startswith("synthetic:make_dataset/n_rows=8000")
+    assert custom["TrainingData"] == "synthetic:training.sample_data/n_rows=8000/seed=42"
 
 
 def test_package_is_tagged_with_project_and_stack(registered: tuple[str, Path]) -> None:
@@ -406,28 +406,6 @@ def test_train_buildspec_build_phase_registers_a_package_and_ships_the_arn(
     assert _describe(arn)["ModelApprovalStatus"] == contracts.STATUS_PENDING
 
 
-def _api_limit_problems(shape: Any, value: Any, path: str) -> list[str]:
-    """Where value breaks the length/count limits or (non-Unicode-class) patterns of the real API model."""
-    problems: list[str] = []
-    limit = shape.metadata.get("max")
-    if limit is not None and isinstance(value, str | list | dict) and len(value) > limit:
-        problems.append(f"{path}: length {len(value)} > {limit}")
-    pattern = shape.metadata.get("pattern")
-    if isinstance(value, str) and pattern and "\\p{" not in pattern and not re.fullmatch(pattern, value):
-        problems.append(f"{path}: {value!r} does not match {pattern}")
-    if shape.type_name == "structure":
-        for name, item in value.items():
-            problems += _api_limit_problems(shape.members[name], item, f"{path}.{name}")
-    elif shape.type_name == "list":
-        for index, item in enumerate(value):
-            problems += _api_limit_problems(shape.member, item, f"{path}[{index}]")
-    elif shape.type_name == "map":
-        for key, item in value.items():
-            problems += _api_limit_problems(shape.key, key, f"{path} key")
-            problems += _api_limit_problems(shape.value, item, f"{path}[{key}]")
-    return problems
-
-
 def test_create_model_package_request_fits_the_api_limits_even_with_long_odd_inputs() -> None:
     # botocore's client validates types and minimums only; SageMaker enforces maxima and patterns server-side,
     # where a CodeBuild run would fail after training. Check the request against the real API model here.
@@ -443,7 +421,7 @@ def test_create_model_package_request_fits_the_api_limits_even_with_long_odd_inp
     shape = botocore.session.get_session().get_service_model("sagemaker").operation_model(
         "CreateModelPackage").input_shape
 
-    assert _api_limit_problems(shape, request, "CreateModelPackage") == []
+    assert limit_problems(shape, request, "CreateModelPackage") == []
     # CustomerMetadataProperties: [\p{L}\p{Z}\p{N}_.:/=+-@]{1,256} (Python's re has no \p classes).
     for key, value in request["CustomerMetadataProperties"].items():
         assert 1 <= len(value) <= 256 and all(c.isalnum() or c == " " or c in "_.:/=+-@" for c in value), (key, value)

@@ -15,8 +15,7 @@ import pytest
 import contracts
 from training import TRAINING_METADATA_FILE
 from training import train as train_module
-from training.data_contract import DataRejected
-from training.prepare import stratified_split
+from training.data_contract import DataRejected, stratified_split
 from training.register import INFERENCE_SOURCE, build_model_archive
 from training.sample_data import sample_csv
 from training.train import TrainParams, evaluate, main, make_dataset, train

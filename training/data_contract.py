@@ -15,7 +15,9 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import io
 import math
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 import contracts
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 FEATURES = contracts.feature_names()
 NUMERIC_FEATURES = frozenset(contracts.feature_names(contracts.NUMERIC))
 TARGET = contracts.TARGET_COLUMN
+# The columns a table keeps, in this order: the declared features, then the target.
+_COLUMNS = (*FEATURES, TARGET)
 # At least this many rows to train on at all, and this many of each class in every split (train and each
 # held-out one), so the evaluation sees both outcomes and its bootstrap spread means something.
 MIN_ROWS = 100
@@ -106,6 +111,11 @@ class Table:
         data[TARGET] = pd.array(self.labels, dtype="int64")
         return pd.DataFrame(data)
 
+    def features_and_target(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """What a model is fitted or scored on: the declared features (frame()'s types) and the 0/1 target."""
+        frame = self.frame()  # the features in declared order, then the target
+        return frame.drop(columns=[TARGET]), frame[TARGET].to_numpy()
+
     def report(self) -> dict[str, Any]:
         counts = self.class_counts()
         return {
@@ -117,28 +127,6 @@ class Table:
             "ignored_columns": list(self.ignored_columns),
             "ignored_files": list(self.ignored_files),
         }
-
-
-def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """An in-memory table (the synthetic one) with the declared columns, in order, as the declared types."""
-    import pandas as pd
-
-    data: dict[str, Any] = {}
-    for name in FEATURES:
-        column = frame[name]
-        if name in NUMERIC_FEATURES:
-            data[name] = column.astype("float64")
-        else:
-            data[name] = column.map(_category).astype(object)
-    data[TARGET] = frame[TARGET].astype("int64")
-    return pd.DataFrame(data)
-
-
-def _category(value: Any) -> Any:
-    """Text of a categorical cell, NaN when missing: 12 becomes "12", as it would read from a CSV file."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return float("nan")
-    return value if isinstance(value, str) else str(value)
 
 
 # --- Finding the files ------------------------------------------------------------------------------
@@ -192,21 +180,40 @@ def read_files(files: Sequence[SourceFile]) -> Table:
     """Validate and concatenate CSV files with the same header; DataRejected names the first problem."""
     if not files:
         raise DataRejected("no CSV files", fix="pass at least one *.csv file")
-    wanted = [*FEATURES, TARGET]
-    cells: dict[str, list[str]] = {name: [] for name in wanted}
-    rows_per_file: dict[str, int] = {}
-    first_header: list[str] | None = None
-    ignored: list[str] = []
+    parsed: list[tuple[str, list[str], dict[str, list[str]]]] = []
     for source in files:
-        first = (files[0].name, first_header) if first_header is not None else None
-        header, columns = _read_file(source, wanted, first)
-        if first_header is None:
-            first_header = header
-            ignored = [_column_label(name, i) for i, name in enumerate(header) if name not in wanted]
-        for name in wanted:
-            cells[name].extend(columns[name])
-        rows_per_file[source.name] = len(columns[wanted[0]])
-    return Table(cells=cells, files=tuple(f.name for f in files), rows_per_file=rows_per_file,
+        first = (parsed[0][0], parsed[0][1]) if parsed else None
+        parsed.append((source.name, *_read_file(source, _COLUMNS, first)))
+    return _table(parsed)
+
+
+def read_text(text: str, name: str) -> Table:
+    """A table given as CSV text (the synthetic sample), validated exactly as a file; `name` names it in messages."""
+    try:
+        header, columns = _parse(csv.reader(io.StringIO(text, newline="")), name, _COLUMNS, None)
+    except csv.Error as exc:
+        raise _not_csv(name, exc) from None
+    return _table([(name, header, columns)])
+
+
+def read_holdout(root: Path) -> Table:
+    """A held-out split (validation, test: Prepare's output) under root, with both classes present."""
+    table = read_dir(root)
+    check_split_sizes(table.class_counts(), {}, where=str(root), min_rows=0)
+    return table
+
+
+def _table(parsed: Sequence[tuple[str, list[str], dict[str, list[str]]]]) -> Table:
+    """One table of the (name, header, columns) of files that share the first one's header."""
+    cells: dict[str, list[str]] = {column: [] for column in _COLUMNS}
+    rows_per_file: dict[str, int] = {}
+    for name, _header, columns in parsed:
+        for column in _COLUMNS:
+            cells[column].extend(columns[column])
+        rows_per_file[name] = len(columns[TARGET])
+    header = parsed[0][1]
+    ignored = [_column_label(column, i) for i, column in enumerate(header) if column not in _COLUMNS]
+    return Table(cells=cells, files=tuple(name for name, _, _ in parsed), rows_per_file=rows_per_file,
                  ignored_columns=tuple(ignored))
 
 
@@ -226,8 +233,7 @@ def _read_file(source: SourceFile, wanted: Sequence[str], first: tuple[str, list
     except UnicodeDecodeError:
         raise _not_utf8(source) from None
     except csv.Error as exc:
-        raise DataRejected(f"not readable as CSV ({exc})", file=name,
-                           fix="export the table as comma-separated values (CSV) in UTF-8") from None
+        raise _not_csv(name, exc) from None
     except OSError as exc:
         raise DataRejected(f"cannot be read ({exc.strerror or exc})", file=name,
                            fix="check that the file exists and is readable") from None
@@ -280,6 +286,11 @@ def _parse(reader: Iterable[list[str]], name: str, wanted: Sequence[str], first:
         if column in NUMERIC_FEATURES:
             _check_numeric(columns[column], row_numbers, name, column)
     return header, columns
+
+
+def _not_csv(name: str, exc: csv.Error) -> DataRejected:
+    return DataRejected(f"not readable as CSV ({exc})", file=name,
+                        fix="export the table as comma-separated values (CSV) in UTF-8")
 
 
 def _blank(record: Sequence[str]) -> bool:
@@ -435,11 +446,29 @@ def _header_mismatch(name: str, header: list[str], first_name: str, first: list[
         fix="export every file of the table with the same header, or move the odd file out of the data prefix")
 
 
-# --- Enough rows to split --------------------------------------------------------------------------
+# --- Splitting -----------------------------------------------------------------------------------
 def split_sizes(rows: int, fractions: Mapping[str, float]) -> dict[str, int]:
     """Rows each held-out split takes of `rows` (rounded half up), the rest under "train"."""
     sizes = {name: int(rows * fraction + 0.5) for name, fraction in fractions.items()}
     return {"train": rows - sum(sizes.values()), **sizes}
+
+
+def stratified_split(labels: Sequence[int], fractions: Mapping[str, float], seed: int) -> dict[str, list[int]]:
+    """Row indices per split: each class is shuffled (per seed) and cut by `fractions`, "train" gets the
+    rest; within a split rows keep their input order. Disjoint, and together every row."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible split, not a secret
+    splits: dict[str, list[int]] = {"train": [], **{name: [] for name in fractions}}
+    for label in sorted(set(labels)):
+        members = [i for i, value in enumerate(labels) if value == label]
+        rng.shuffle(members)
+        start = 0
+        for name, size in split_sizes(len(members), fractions).items():
+            if name == "train":
+                continue
+            splits[name].extend(members[start:start + size])
+            start += size
+        splits["train"].extend(members[start:])
+    return {name: sorted(indices) for name, indices in splits.items()}
 
 
 def check_split_sizes(counts: Mapping[int, int], fractions: Mapping[str, float], *, where: str,

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import tarfile
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,12 @@ import joblib
 
 import contracts
 from training import data_contract
-from training.data_contract import DataRejected
-from training.staging import failure_file, staged_files, write_failure_message
+from training.staging import failure_file, run_step, staged_files
 from training.train import LABEL_THRESHOLD, TrainParams, evaluate, headline
 
 DEFAULT_MODEL = "/opt/ml/processing/input/model"
 DEFAULT_TEST = "/opt/ml/processing/input/test"
 DEFAULT_OUTPUT = "/opt/ml/processing/output/evaluation"
-DEFAULT_FAILURE_FILE = "/opt/ml/output/message"
 
 Progress = Callable[[str], None]
 
@@ -96,12 +93,11 @@ def evaluate_model(model_path: Path, test_dir: Path, output_dir: Path, *, bootst
             raise ModelUnusable(
                 f"the model was trained on columns {trained_on}, the data contract declares "
                 f"{list(data_contract.FEATURES)}: retrain it with this commit's training/train.py")
-        table = data_contract.read_dir(test_dir)
-        data_contract.check_split_sizes(table.class_counts(), {}, where=str(test_dir), min_rows=0)
-        frame = table.frame()
+        table = data_contract.read_holdout(test_dir)
+        features, target = table.features_and_target()
         say(f"evaluate: {table.rows} test rows from {len(table.files)} file(s), {rounds} bootstrap resamples")
-        proba = model.predict_proba(frame[list(data_contract.FEATURES)])[:, 1]
-        evaluation = evaluate(frame[contracts.TARGET_COLUMN].to_numpy(), proba, LABEL_THRESHOLD, rounds, seed)
+        proba = model.predict_proba(features)[:, 1]
+        evaluation = evaluate(target, proba, LABEL_THRESHOLD, rounds, seed)
         staged[evaluation_path].write_text(json.dumps(evaluation, indent=2) + "\n")
     return EvaluateResult(evaluation, evaluation_path)
 
@@ -120,8 +116,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=defaults.bootstrap_rounds)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--failure-file", type=Path, default=None,
-                        help=f"where a failure's message goes (default {DEFAULT_FAILURE_FILE} inside a SageMaker "
-                             "container, nowhere elsewhere)")
+                        help=f"where a failure's message goes (default {contracts.EXIT_MESSAGE_FILE} inside a "
+                             "SageMaker container, nowhere elsewhere)")
     args = parser.parse_args(argv)
     if args.bootstrap_rounds < 2:
         parser.error(f"--bootstrap-rounds {args.bootstrap_rounds}: need at least 2")
@@ -130,26 +126,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    failure = failure_file(args.failure_file, DEFAULT_FAILURE_FILE)
-    try:
+
+    def work() -> None:
         result = evaluate_model(args.model, args.test, args.output, bootstrap_rounds=args.bootstrap_rounds,
                                 seed=args.seed, progress=lambda message: print(message, flush=True))
-    except DataRejected as exc:
-        message = f"{contracts.DATA_REJECTED_MARKER} {exc}"
-        print(message, file=sys.stderr, flush=True)
-        write_failure_message(failure, message)
-        return contracts.EXIT_DATA_REJECTED
-    except ModelUnusable as exc:
-        print(f"evaluation failed: {exc}", file=sys.stderr, flush=True)
-        write_failure_message(failure, f"evaluation failed: {exc}")
-        return 1
-    except Exception as exc:
-        traceback.print_exc()
-        write_failure_message(failure, f"evaluation failed: {type(exc).__name__}: {exc}")
-        return 1
-    print(headline(result.evaluation).replace("holdout", "test", 1), flush=True)
-    print(f"wrote {result.evaluation_path}", flush=True)
-    return 0
+        print(headline(result.evaluation).replace("holdout", "test", 1), flush=True)
+        print(f"wrote {result.evaluation_path}", flush=True)
+
+    return run_step(work, failure=failure_file(args.failure_file), failed="evaluation failed",
+                    expected=(ModelUnusable,))
 
 
 if __name__ == "__main__":

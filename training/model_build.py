@@ -12,8 +12,9 @@ says where the model is built:
             --timeout-minutes (default: $MODEL_BUILD_TIMEOUT_MINUTES, else the longest the pipeline's own
             limits allow) it stops the execution; so it does when the build itself is stopped.
   build     (also when unset) prepare, train and evaluate here, on TRAINING_DATA_URI's files (unset: the
-            synthetic sample table), then `python -m training.register` as before. No QualityGate: the
-            package is registered and the approval step judges it.
+            synthetic sample table), then register as `python -m training.register` does, in this process
+            (the same build id and clients). No QualityGate: the package is registered and the approval
+            step judges it. MODEL_PACKAGE_GROUP_NAME and INFERENCE_IMAGE_URI are checked before any step.
 
 Exit codes: 0 a package was registered (its ARN in --arn-file); 3 (contracts.EXIT_QUALITY_GATE) the model
 did not pass the QualityGate; 4 (contracts.EXIT_DATA_REJECTED) the data contract rejected the data; 1
@@ -21,7 +22,8 @@ anything else, with one line naming the failing step or call and the fix. Either
 model_build.json records what ran. Standard library and boto3 only on the pipeline path.
 
 Environment: MODEL_BUILD_COMPUTE, MODEL_BUILD_PIPELINE_NAME, TRAINING_DATA_URI, ARTIFACT_BUCKET, MLOPS_STACK,
-MLOPS_PROJECT, and the build identity (CodeBuild, GitHub Actions or git; see training.register.BuildInfo).
+MLOPS_PROJECT (compute build also MODEL_PACKAGE_GROUP_NAME, INFERENCE_IMAGE_URI), and the build identity
+(CodeBuild, GitHub Actions or git; see training.register.BuildInfo).
 MODEL_BUILD_POLL_SECONDS (default 5) sets the first wait between polls; the embedded run, whose steps take
 seconds, sets it lower.
 """
@@ -50,9 +52,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 import contracts
-from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR
+from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, aws_errors, register
 from training import pipeline_definition as pd
-from training.register import BuildInfo, RegistrationError
+from training.register import BuildInfo, RegisterSettings, RegistrationError
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE_PIPELINE, COMPUTE_BUILD = contracts.COMPUTE_CHOICES
@@ -127,24 +129,13 @@ class BuildSettings:
         )
 
 
-# The package records the data location in CustomerMetadataProperties, whose values allow only these.
-_METADATA_SAFE = re.compile(r"[\w .:/=+\-@]{1,256}")
-
-
 def check_data_uri(uri: str) -> None:
     """A TRAINING_DATA_URI the pipeline can read and the Register step can record, or BuildFailed."""
-    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.+/)?", uri):
-        raise BuildFailed(f"{contracts.ENV_TRAINING_DATA_URI}={uri!r} is not an S3 prefix like s3://bucket/path/: "
-                          "set the stack's `trainingData` config to the prefix of the CSV files (ending in /)")
-    if not _METADATA_SAFE.fullmatch(uri):
-        raise BuildFailed(
-            f"{contracts.ENV_TRAINING_DATA_URI}={uri!r} cannot be recorded on the model package (letters, digits, "
-            "spaces and _.:/=+-@ only, at most 256 characters): move the files to a prefix named with those")
-
-
-def _metadata_value(value: str) -> str:
-    """As training.register writes it into CustomerMetadataProperties."""
-    return re.sub(r"[^\w .:/=+\-@]", "_", value)[:256] or "none"
+    problem = contracts.data_uri_problem(uri)
+    if problem is not None:
+        what, fix = problem
+        raise BuildFailed(f"{contracts.ENV_TRAINING_DATA_URI}={uri!r} {what}: {fix}, and set the stack's "
+                          "`trainingData` config to it")
 
 
 # --- The training code ------------------------------------------------------------------------------------
@@ -159,12 +150,13 @@ def source_files(root: Path = ROOT) -> list[str]:
     return sorted(files)
 
 
-def package_source(root: Path = ROOT) -> bytes:
-    """sourcedir.tar.gz of the code: the same bytes for the same files (fixed times, owners, order)."""
+def package_source(root: Path = ROOT, names: Sequence[str] | None = None) -> bytes:
+    """sourcedir.tar.gz of the code (`names`, default source_files(root)): the same bytes for the same files
+    (fixed times, owners, order)."""
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in source_files(root):
+        for name in source_files(root) if names is None else names:
             data = (root / name).read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
@@ -174,7 +166,7 @@ def package_source(root: Path = ROOT) -> bytes:
 
 def upload_source(s3: Any, settings: BuildSettings, commit: str, archive: bytes) -> str:
     """Put the archive under code/<commit>/ and return its s3:// URI (the CodeUri parameter)."""
-    key = f"{contracts.source_code_prefix(settings.stack)}{commit}/{contracts.SOURCE_ARCHIVE}"
+    key = contracts.source_archive_key(settings.stack, commit)
     s3.put_object(Bucket=settings.bucket, Key=key, Body=archive, ContentType="application/gzip")
     return f"s3://{settings.bucket}/{key}"
 
@@ -189,10 +181,6 @@ def _duration(value: float) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 @dataclass
@@ -250,7 +238,7 @@ def _step_detail(step: Mapping[str, Any]) -> str:
         parts.append(f": {metadata['RegisterModel']['Arn']}")
     if status == "Failed":
         reason = metadata.get("Fail", {}).get("ErrorMessage") or step.get("FailureReason") or "no reason given"
-        parts.append(f": {_one_line(reason)}")
+        parts.append(f": {aws_errors.one_line(reason)}")
     return "".join(parts)
 
 
@@ -287,11 +275,12 @@ def wait_for_execution(sagemaker: Any, execution_arn: str, timeout_seconds: floa
             record = records.get(name)
             if record is not None and (record.status, record.attempt) == (status, attempt):
                 continue
-            records[name] = StepRecord(name, status, attempt, detail=_one_line(_step_detail(step)).lstrip(": "))
+            detail = _step_detail(step)
+            records[name] = StepRecord(name, status, attempt, detail=aws_errors.one_line(detail).lstrip(": "))
             if step.get("StartTime") and step.get("EndTime"):
                 records[name].seconds = (step["EndTime"] - step["StartTime"]).total_seconds()
             retry = f" (attempt {attempt})" if attempt > 1 else ""
-            progress.step(name, status + retry, _step_detail(step))
+            progress.step(name, status + retry, detail)
             changed = True
         status = execution["PipelineExecutionStatus"]
         if status in TERMINAL:
@@ -307,7 +296,6 @@ def stop_execution(sagemaker: Any, execution_arn: str, token: str, progress: Pro
     """StopPipelineExecution, then wait (bounded) until the execution says Stopped; its last status."""
     sagemaker.stop_pipeline_execution(PipelineExecutionArn=execution_arn, ClientRequestToken=token)
     deadline = progress.clock() + STOP_WAIT_SECONDS
-    status = "Stopping"
     while True:
         status = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)["PipelineExecutionStatus"]
         if status in TERMINAL or progress.clock() >= deadline:
@@ -325,7 +313,7 @@ def _exit_message(sagemaker: Any, step: Mapping[str, Any]) -> str:
         job = sagemaker.describe_processing_job(ProcessingJobName=arn.rsplit("/", 1)[-1])
     except ClientError as exc:
         # The failure itself is still worth reporting; say why its own words are missing.
-        return f"(its ExitMessage could not be read: {_client_error_line(exc)})"
+        return f"(its ExitMessage could not be read: {_aws_error_line(exc)})"
     return str(job.get("ExitMessage", "")).strip()
 
 
@@ -333,15 +321,15 @@ def _failure(sagemaker: Any, end: ExecutionEnd) -> BuildFailed:
     failed = [s for s in end.steps if s["StepStatus"] == "Failed"]
     if not failed:
         reason = end.failure_reason or "no step reports a failure"
-        return BuildFailed(f"pipeline execution {end.status}: {_one_line(reason)}")
+        return BuildFailed(f"pipeline execution {end.status}: {aws_errors.one_line(reason)}")
     for step in failed:
         if step["StepName"] == contracts.STEP_FAIL:
             message = step.get("Metadata", {}).get("Fail", {}).get("ErrorMessage") or step.get("FailureReason", "")
             return BuildFailed(f"the model did not pass the {contracts.STEP_QUALITY_GATE} and was not registered: "
-                               f"{_one_line(message)}", contracts.EXIT_QUALITY_GATE)
+                               f"{aws_errors.one_line(message)}", contracts.EXIT_QUALITY_GATE)
     step = failed[0]
-    reason = _one_line(step.get("FailureReason", "") or "no reason given")
-    said = _one_line(_exit_message(sagemaker, step))
+    reason = aws_errors.one_line(step.get("FailureReason", "") or "no reason given")
+    said = aws_errors.one_line(_exit_message(sagemaker, step))
     if contracts.DATA_REJECTED_MARKER in said or contracts.DATA_REJECTED_MARKER in reason:
         rejection = said if contracts.DATA_REJECTED_MARKER in said else reason
         return BuildFailed(f"step {step['StepName']}: {rejection}", contracts.EXIT_DATA_REJECTED)
@@ -373,14 +361,15 @@ def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *,
                           "this code; run `pulumi up` for the stack so the pipeline matches it")
     timeout = timeout_minutes if timeout_minutes is not None else pd.wait_bound_minutes(pipeline)
 
-    archive = package_source()
+    names = source_files()
+    archive = package_source(ROOT, names)
     digest = hashlib.sha256(archive).hexdigest()
     summary.code_uri = upload_source(s3, settings, build.commit, archive)
-    say(f"uploaded the training code ({len(source_files())} files, {len(archive) / 1024:.1f} KiB, "
+    say(f"uploaded the training code ({len(names)} files, {len(archive) / 1024:.1f} KiB, "
         f"sha256 {digest[:12]}) to {summary.code_uri}")
 
     parameters = {pd.PARAM_CODE_URI: summary.code_uri, pd.PARAM_COMMIT: build.commit,
-                  pd.PARAM_BUILD_ID: _metadata_value(build.build_id)}
+                  pd.PARAM_BUILD_ID: contracts.metadata_value(build.build_id)}
     if settings.training_data_uri:
         parameters[pd.PARAM_DATA_URI] = settings.training_data_uri
     started = sagemaker.start_pipeline_execution(
@@ -401,7 +390,7 @@ def run_pipeline(settings: BuildSettings, build: BuildInfo, summary: Summary, *,
     try:
         end = wait_for_execution(sagemaker, execution_arn, timeout * 60, progress, sleep, records, poll_seconds)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("ExpiredToken", "ExpiredTokenException"):
+        if aws_errors.error_code(exc) not in aws_errors.EXPIRED_CREDENTIAL_ERRORS:
             raise
         raise BuildFailed(f"the build's AWS credentials expired while it waited; {execution_arn} keeps running and "
                           "registers its package if it passes: wait less (--timeout-minutes) or give the build "
@@ -456,8 +445,9 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return subprocess.run(list(argv), cwd=ROOT, env=dict(env), check=False).returncode
 
 
-def run_inline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, arn_file: Path, s3: Any, say: Say,
-               clock: Clock, python: str = sys.executable, environ: Mapping[str, str] | None = None) -> str:
+def run_inline(settings: BuildSettings, registration: RegisterSettings, build: BuildInfo, summary: Summary, *,
+               arn_file: Path, sagemaker: Any, s3: Any, say: Say, clock: Clock, python: str = sys.executable,
+               environ: Mapping[str, str] | None = None) -> str:
     """Prepare, train, evaluate and register in this box (compute `build`); return the package ARN."""
     base = BUILD_ROOT.resolve()
     data, prepared = base / "data", base / "prepared"
@@ -467,14 +457,17 @@ def run_inline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, a
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     progress = Progress(say, clock)
 
+    def record(name: str, started: float, failed: bool, detail: str) -> None:
+        seconds = clock() - started
+        status = "Failed" if failed else "Succeeded"
+        summary.steps.append(StepRecord(name, status, seconds=seconds, detail=detail))
+        progress.step(name, status, f" in {_duration(seconds)}" + (f" ({detail})" if failed else ""))
+
     def step(name: str, argv: Sequence[str], step_env: Mapping[str, str] | None = None) -> None:
         progress.step(name, "Executing")
         started = clock()
         code = _run(argv, step_env or env)
-        seconds = clock() - started
-        status = "Succeeded" if code == 0 else "Failed"
-        summary.steps.append(StepRecord(name, status, seconds=seconds, detail=f"exit {code}"))
-        progress.step(name, status, f" in {_duration(seconds)}" + ("" if code == 0 else f" (exit {code})"))
+        record(name, started, code != 0, f"exit {code}")
         if code == contracts.EXIT_DATA_REJECTED:
             raise BuildFailed(f"step {name}: the data contract rejected the data (the reason is printed above)",
                               contracts.EXIT_DATA_REJECTED)
@@ -504,35 +497,36 @@ def run_inline(settings: BuildSettings, build: BuildInfo, summary: Summary, *, a
     step(contracts.STEP_EVALUATE, [python, "-m", "training.evaluate", "--model", str(model_dir),
                                    "--test", str(prepared / "test"), "--output", str(output)])
     arn_file.unlink(missing_ok=True)
-    step(contracts.STEP_REGISTER, [python, "-m", "training.register", "--model-dir", str(model_dir),
-                                   "--output-dir", str(output), "--arn-file", str(arn_file.resolve()),
-                                   "--training-data", source])
-    if not arn_file.is_file():
-        raise BuildFailed(f"training.register succeeded but wrote no {arn_file}")
-    return arn_file.read_text().strip()
+    # In this process, so the package carries this build's id (and its S3 key), which model_build.json records.
+    progress.step(contracts.STEP_REGISTER, "Executing")
+    started = clock()
+    try:
+        arn = register.register(model_dir, output, registration, build, training_data=source, arn_file=arn_file,
+                                sagemaker=sagemaker, s3=s3)
+    except RegistrationError as exc:
+        record(contracts.STEP_REGISTER, started, True, "not registered")
+        raise BuildFailed(f"step {contracts.STEP_REGISTER}: {aws_errors.one_line(exc)}") from None
+    record(contracts.STEP_REGISTER, started, False, arn)
+    return arn
 
 
 # --- Entry point ------------------------------------------------------------------------------------------
-_FIXES = {
-    "AccessDeniedException": "the build role lacks this permission: run `pulumi up` so the role matches this code",
-    "AccessDenied": "the build role lacks this permission: run `pulumi up` so the role matches this code",
-    "ResourceNotFound": "run `pulumi up` for the stack (compute `pipeline` creates the pipeline), or check "
-                        f"{contracts.ENV_MODEL_BUILD_PIPELINE}",
-    "NoSuchBucket": f"check that {contracts.ENV_ARTIFACT_BUCKET} names the stack's artifact bucket",
-    "ExpiredToken": "the build's AWS credentials expired; rerun the build",
-}
+# What a missing resource most likely means here, beside aws_errors' general fixes.
+_BUCKET_HINT = f"check that {contracts.ENV_ARTIFACT_BUCKET} names the stack's artifact bucket"
+_PIPELINE_HINT = (f"run `pulumi up` for the stack (compute `pipeline` creates the pipeline), or check "
+                  f"{contracts.ENV_MODEL_BUILD_PIPELINE}")
 
 
-def _client_error_line(exc: Exception) -> str:
-    response = getattr(exc, "response", {}) or {}
-    error = response.get("Error", {})
-    code = str(error.get("Code", type(exc).__name__))
-    message = _one_line(error.get("Message", str(exc)))
-    operation = getattr(exc, "operation_name", "an AWS call")
-    fix = _FIXES.get(code)
-    if fix is None and "does not exist" in message:
-        fix = _FIXES["ResourceNotFound"]
-    return f"{operation}: {code}: {message}" + (f"; {fix}" if fix else "")
+def _aws_error_line(exc: Exception) -> str:
+    # A ClientError names its operation; the resource is in AWS's message.
+    operation = getattr(exc, "operation_name", "") or "an AWS call"
+    hint = ""
+    if isinstance(exc, ClientError) and aws_errors.is_not_found(exc):
+        if aws_errors.error_code(exc) == "NoSuchBucket":
+            hint = _BUCKET_HINT
+        elif "Pipeline" in operation:
+            hint = _PIPELINE_HINT
+    return aws_errors.failure_line(operation, "", exc, hint)
 
 
 def _timeout_type(text: str) -> float:
@@ -587,6 +581,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     try:
         settings = BuildSettings.from_env(environ)
         try:
+            # Inline, the registration's settings are checked now: a missing group or image would otherwise
+            # fail only after prepare, train and evaluate ran.
+            registration = RegisterSettings.from_env(environ) if settings.compute == COMPUTE_BUILD else None
             build = BuildInfo.from_env(environ)
         except RegistrationError as exc:
             raise BuildFailed(str(exc)) from None
@@ -598,8 +595,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
             from botocore.config import Config
 
             config = Config(retries={"mode": "standard", "max_attempts": 8})
-            sagemaker = sagemaker or boto3.client("sagemaker", config=config)
-            s3 = s3 or boto3.client("s3", config=config)
+            try:
+                sagemaker = sagemaker or boto3.client("sagemaker", config=config)
+                s3 = s3 or boto3.client("s3", config=config)
+            except BotoCoreError as exc:  # NoRegionError: a regional client needs a region
+                raise BuildFailed(aws_errors.failure_line("boto3.client", "this shell's AWS configuration", exc)
+                                  ) from None
         if settings.compute == COMPUTE_PIPELINE:
             timeout = args.timeout_minutes or _env_timeout(environ)
             arn = run_pipeline(settings, build, summary, timeout_minutes=timeout, sagemaker=sagemaker, s3=s3,
@@ -608,8 +609,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
             args.arn_file.parent.mkdir(parents=True, exist_ok=True)
             args.arn_file.write_text(arn)
         else:
-            arn = run_inline(settings, build, summary, arn_file=args.arn_file, s3=s3, say=say, clock=clock,
-                             environ=environ)
+            assert registration is not None  # compute build: checked above
+            arn = run_inline(settings, registration, build, summary, arn_file=args.arn_file, sagemaker=sagemaker,
+                             s3=s3, say=say, clock=clock, environ=environ)
         summary.model_package_arn, summary.exit_code = arn, 0
         summary.message = f"registered {arn} ({contracts.STATUS_PENDING})"
         say(f"{summary.message}; ARN written to {args.arn_file}")
@@ -617,7 +619,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         summary.exit_code, summary.message = exc.exit_code, str(exc)
         say(f"model build failed: {exc}")
     except (ClientError, BotoCoreError) as exc:
-        summary.exit_code, summary.message = 1, _client_error_line(exc)
+        summary.exit_code, summary.message = 1, _aws_error_line(exc)
         say(f"model build failed: {summary.message}")
     except KeyboardInterrupt:
         summary.exit_code, summary.message = 1, "interrupted"

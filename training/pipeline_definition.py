@@ -50,9 +50,6 @@ TEST_INPUT = "test"
 PREPARE_OUTPUTS = (*contracts.DATA_SPLITS, contracts.DATA_REPORT_OUTPUT)
 EVALUATION_OUTPUT = "evaluation"
 TRAIN_CHANNELS = ("train", "validation")
-# A processing job returns the first 1 KB of this file as ExitMessage (DescribeProcessingJob): where
-# prepare and evaluate leave a failure's message, e.g. a data-contract rejection.
-EXIT_MESSAGE_FILE = "/opt/ml/output/message"
 
 # Script mode: the toolkit in the image unpacks sagemaker_submit_directory (our sourcedir.tar.gz) and runs
 # `python <sagemaker_program> --<hyperparameter> <value> ...` from it. Values are JSON-encoded strings,
@@ -66,12 +63,6 @@ TRAIN_HYPERPARAMETERS: Mapping[str, int | float | str] = {"seed": 42}
 # Metrics of SageMaker's model-quality statistics that a threshold may name (evaluation.json).
 GATE_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 METRICS_PATH = "binary_classification_metrics.{metric}.value"
-
-# Mirrors training.register (which the program cannot import: it pulls in boto3); tests keep them equal.
-REALTIME_INSTANCE_TYPES = (
-    "ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge",
-)
-TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
 
 # Retries. The service already retries throttling and its own faults a few times; these policies make
 # that explicit and longer, and add the two job failures that a new job usually fixes: no capacity of
@@ -121,7 +112,7 @@ class PipelineTarget:
 
     def code_uri(self, commit: str) -> str:
         """Where the build uploads the training code of a commit (the CodeUri parameter)."""
-        return f"s3://{self.bucket}/{contracts.source_code_prefix(self.stack)}{commit}/{contracts.SOURCE_ARCHIVE}"
+        return f"s3://{self.bucket}/{contracts.source_archive_key(self.stack, commit)}"
 
     @property
     def runs_uri(self) -> str:
@@ -233,7 +224,8 @@ def _prepare(target: PipelineTarget) -> dict[str, Any]:
                     "--output", f"{PROCESSING_ROOT}/output",
                     # Messages then name the files as the team knows them, s3://... rather than /opt/ml/...
                     "--source-uri", parameter(PARAM_DATA_URI),
-                    "--failure-file", EXIT_MESSAGE_FILE,
+                    # Where a processing job leaves what DescribeProcessingJob returns as ExitMessage.
+                    "--failure-file", contracts.EXIT_MESSAGE_FILE,
                 ],
             },
             "ProcessingInputs": [
@@ -318,7 +310,7 @@ def _evaluate(target: PipelineTarget) -> dict[str, Any]:
                     "--model", f"{PROCESSING_ROOT}/input/{MODEL_INPUT}/{contracts.MODEL_ARCHIVE}",
                     "--test", f"{PROCESSING_ROOT}/input/{TEST_INPUT}",
                     "--output", f"{PROCESSING_ROOT}/output/{EVALUATION_OUTPUT}",
-                    "--failure-file", EXIT_MESSAGE_FILE,
+                    "--failure-file", contracts.EXIT_MESSAGE_FILE,
                 ],
             },
             "ProcessingInputs": [
@@ -342,11 +334,6 @@ def _evaluate(target: PipelineTarget) -> dict[str, Any]:
     }
 
 
-def _metadata_value(value: str) -> str:
-    """A CustomerMetadataProperties value: only letters, digits, spaces and _.:/=+-@, 1..256 long."""
-    return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in value)[:256] or "none"
-
-
 def _register(target: PipelineTarget) -> dict[str, Any]:
     # The same CreateModelPackage request as training.register.model_package_request, with these
     # differences (tests/test_pipeline_definition.py checks exactly them): no ClientToken (the service
@@ -365,19 +352,8 @@ def _register(target: PipelineTarget) -> dict[str, Any]:
                 ", build ", parameter(PARAM_BUILD_ID), ", holdout AUC ", evaluation_metric("auc"),
             ),
             "ModelApprovalStatus": contracts.STATUS_PENDING,
-            "InferenceSpecification": {
-                "Containers": [{
-                    "Image": target.image_uri,
-                    "ModelDataUrl": {"Get": f"Steps.{contracts.STEP_TRAIN}.ModelArtifacts.S3ModelArtifacts"},
-                    "Environment": dict(contracts.CONTAINER_ENVIRONMENT),
-                    "Framework": "SKLEARN",
-                    "FrameworkVersion": contracts.SKLEARN_IMAGE["framework_version"],
-                }],
-                "SupportedContentTypes": list(contracts.CONTENT_TYPES),
-                "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES),
-                "SupportedRealtimeInferenceInstanceTypes": list(REALTIME_INSTANCE_TYPES),
-                "SupportedTransformInstanceTypes": list(TRANSFORM_INSTANCE_TYPES),
-            },
+            "InferenceSpecification": contracts.inference_specification(
+                target.image_uri, {"Get": f"Steps.{contracts.STEP_TRAIN}.ModelArtifacts.S3ModelArtifacts"}),
             "ModelMetrics": {
                 "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": metrics_uri}},
             },
@@ -387,7 +363,7 @@ def _register(target: PipelineTarget) -> dict[str, Any]:
                 "ProjectId": target.stack,
             },
             "CustomerMetadataProperties": {
-                "Stack": _metadata_value(target.stack),
+                "Stack": contracts.metadata_value(target.stack),
                 "TrainingData": parameter(PARAM_DATA_URI),
                 "PipelineExecution": EXECUTION_ID,
                 "BuildId": parameter(PARAM_BUILD_ID),
@@ -439,8 +415,10 @@ def _check(target: PipelineTarget) -> None:
     unknown = sorted(set(target.thresholds) - set(GATE_METRICS))
     if unknown:
         problems.append(f"thresholds names unknown metrics {unknown} (known: {', '.join(GATE_METRICS)})")
-    if not target.training_data_uri.startswith("s3://"):
-        problems.append(f"training_data_uri {target.training_data_uri!r} is not an s3:// URI")
+    # The DataUri default is also the package's TrainingData value: the one check config.py and the build make.
+    data_problem = contracts.data_uri_problem(target.training_data_uri)
+    if data_problem is not None:
+        problems.append(f"training_data_uri {target.training_data_uri!r} {data_problem[0]} ({data_problem[1]})")
     if target.training.processing_instance_count < 1:
         problems.append("training.processing_instance_count must be at least 1")
     if problems:

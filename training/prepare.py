@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +32,13 @@ from typing import Any
 
 import contracts
 from training import data_contract
-from training.data_contract import DataRejected, Table
-from training.staging import failure_file, staged_files, write_failure_message
+from training.data_contract import Table
+from training.staging import failure_file, run_step, staged_files
 
 DEFAULT_INPUT = "/opt/ml/processing/input/data"
 DEFAULT_OUTPUT = "/opt/ml/processing/output"
-# Where a processing container finds its host name and the job's hosts, and where it leaves the message
-# DescribeProcessingJob returns as ExitMessage (first 1 KB).
+# Where a processing container finds its host name and the job's hosts.
 DEFAULT_RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
-DEFAULT_FAILURE_FILE = "/opt/ml/output/message"
 DEFAULT_TEST_SIZE = 0.2
 DEFAULT_VALIDATION_SIZE = 0.2
 DEFAULT_SEED = 42
@@ -77,24 +73,6 @@ class PrepareResult:
     """Split (and "report") -> the file written."""
 
 
-def stratified_split(labels: Sequence[int], fractions: Mapping[str, float], seed: int) -> dict[str, list[int]]:
-    """Row indices per split: each class is shuffled (per seed) and cut by `fractions`, "train" gets the
-    rest; within a split rows keep their input order. Disjoint, and together every row."""
-    rng = random.Random(seed)  # noqa: S311 - a reproducible split, not a secret
-    splits: dict[str, list[int]] = {"train": [], **{name: [] for name in fractions}}
-    for label in sorted(set(labels)):
-        members = [i for i, value in enumerate(labels) if value == label]
-        rng.shuffle(members)
-        start = 0
-        for name, size in data_contract.split_sizes(len(members), fractions).items():
-            if name == "train":
-                continue
-            splits[name].extend(members[start:start + size])
-            start += size
-        splits["train"].extend(members[start:])
-    return {name: sorted(indices) for name, indices in splits.items()}
-
-
 def prepare(input_dir: Path, output_dir: Path, *, test_size: float = DEFAULT_TEST_SIZE,
             validation_size: float = DEFAULT_VALIDATION_SIZE, seed: int = DEFAULT_SEED,
             source_uri: str | None = None, host: Host | None = None,
@@ -116,7 +94,7 @@ def prepare(input_dir: Path, output_dir: Path, *, test_size: float = DEFAULT_TES
         say(f"data: {table.rows} rows from {len(table.files)} file(s), churn rate {counts[1] / table.rows:.1%}"
             f"{ignored}")
 
-        splits = stratified_split(table.labels, fractions, seed)
+        splits = data_contract.stratified_split(table.labels, fractions, seed)
         header = list(table.cells)
         for split in contracts.DATA_SPLITS:
             with staged[files[split]].open("w", encoding="utf-8", newline="") as handle:
@@ -172,8 +150,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resource-config", type=Path, default=Path(DEFAULT_RESOURCE_CONFIG),
                         help="SageMaker's host list; absent: a single host")
     parser.add_argument("--failure-file", type=Path, default=None,
-                        help=f"where a rejection's message goes (default {DEFAULT_FAILURE_FILE} inside a SageMaker "
-                             "container, nowhere elsewhere)")
+                        help=f"where a rejection's message goes (default {contracts.EXIT_MESSAGE_FILE} inside a "
+                             "SageMaker container, nowhere elsewhere)")
     args = parser.parse_args(argv)
     if args.test_size + args.validation_size >= 0.8:
         parser.error(f"--test-size {args.test_size} + --validation-size {args.validation_size} leave too little "
@@ -183,24 +161,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> None:
         host = Host.from_resource_config(args.resource_config)
         result = prepare(args.input, args.output, test_size=args.test_size, validation_size=args.validation_size,
                          seed=args.seed, source_uri=args.source_uri, host=host,
                          progress=lambda message: print(message, flush=True))
-    except DataRejected as exc:
-        message = f"{contracts.DATA_REJECTED_MARKER} {exc}"
-        print(message, file=sys.stderr, flush=True)
-        write_failure_message(failure_file(args.failure_file, DEFAULT_FAILURE_FILE), message)
-        return contracts.EXIT_DATA_REJECTED
-    except Exception as exc:
-        traceback.print_exc()
-        write_failure_message(failure_file(args.failure_file, DEFAULT_FAILURE_FILE),
-                              f"prepare failed: {type(exc).__name__}: {exc}")
-        return 1
-    for path in result.files.values():
-        print(f"wrote {path}", flush=True)
-    return 0
+        for path in result.files.values():
+            print(f"wrote {path}", flush=True)
+
+    return run_step(work, failure=failure_file(args.failure_file), failed="prepare failed")
 
 
 if __name__ == "__main__":

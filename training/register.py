@@ -39,81 +39,28 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 import contracts
-from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE
+from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE, aws_errors
 
 # Not one of the program's CodeBuild project variables: the CodePipeline build action sets it from
 # #{codepipeline.PipelineExecutionId}, so each package names the execution that built it.
 ENV_PIPELINE_EXECUTION_ID = contracts.ENV_PIPELINE_EXECUTION_ID
 
 INFERENCE_SOURCE = Path(__file__).with_name(contracts.INFERENCE_SCRIPT)
-# Real-time instance types offered for the package. Serverless endpoints take no instance type:
-# the scikit-learn CPU image runs on serverless inference as it is, so nothing is declared for it.
-REALTIME_INSTANCE_TYPES = (
-    "ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge",
-)
-TRANSFORM_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
-# CustomerMetadataProperties values allow only letters, digits, spaces and _.:/=+-@ (API pattern
-# [\p{L}\p{Z}\p{N}_.:/=+-@]); tabs and newlines are not \p{Z}, so only the space is kept.
-_METADATA_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
-
 
 # The stack output that holds the group's name (__main__.py exports it).
 GROUP_STACK_OUTPUT = "modelPackageGroupName"
-# AWS error codes by their likely fix.
-_CREDENTIAL_ERRORS = {
-    "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken",
-    "MissingAuthenticationToken", "SignatureDoesNotMatch", "UnrecognizedClientException",
-}
-_PERMISSION_ERRORS = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation"}
-_THROTTLING_ERRORS = {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException"}
 
 
 class RegistrationError(Exception):
     """Registration cannot proceed; the message names what is missing and how to supply it."""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def aws_failure(call: str, resource: str, exc: Exception, hint: str = "") -> RegistrationError:
     """One line: the call (as its IAM action), the resource, what AWS said and the likely fix."""
-    if isinstance(exc, NoRegionError):
-        # boto3 reads AWS_DEFAULT_REGION (or the profile's region); AWS_REGION alone is not enough for it.
-        fix = ("no AWS region is configured: export AWS_DEFAULT_REGION=<the stack's region> "
-               "(or set region in your AWS profile)")
-    elif isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        fix = ("no usable AWS credentials: sign in (e.g. `aws sso login`, or export AWS_PROFILE or "
-               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) as an identity of the stack's account")
-    elif isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
-        fix = "AWS could not be reached: check the network, the region (AWS_DEFAULT_REGION) and any AWS_ENDPOINT_URL"
-    elif isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _CREDENTIAL_ERRORS:
-            fix = "the AWS credentials are invalid or expired: sign in again (e.g. `aws sso login`)"
-        elif code in _PERMISSION_ERRORS:
-            fix = (f"permissions: the identity running this needs {call} on {resource} (in a stack the train "
-                   "CodeBuild role and the GitHub deploy role have it; by hand, use a role with the same grants)")
-        elif code in _THROTTLING_ERRORS:
-            fix = "AWS throttled the request: run it again in a minute"
-        else:
-            fix = hint or "see AWS's message above"
-    else:
-        fix = hint or "see the message above"
-    return RegistrationError(_one_line(f"{call} on {resource} failed ({type(exc).__name__}: {exc}); {fix}"))
+    return RegistrationError(aws_errors.failure_line(call, resource, exc, hint))
 
 
 def _client(service: str) -> Any:
@@ -209,10 +156,6 @@ def _git_head(cwd: Path) -> str | None:
     return head if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", head) else None
 
 
-def _metadata_value(value: str) -> str:
-    return _METADATA_UNSAFE.sub("_", value)[:256] or "none"
-
-
 def read_evaluation(output_dir: Path) -> tuple[dict[str, Any], bytes]:
     """The evaluation (parsed) and its exact bytes; errors say how to produce a valid one."""
     path = output_dir / contracts.EVALUATION_FILE
@@ -264,11 +207,7 @@ def require_group(sagemaker: Any, settings: RegisterSettings) -> None:
     try:
         sagemaker.describe_model_package_group(ModelPackageGroupName=settings.group)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = str(error.get("Message", "")).lower()
-        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-            "does not exist" in message or "not found" in message
-        ):
+        if aws_errors.is_not_found(exc):
             raise RegistrationError(
                 f"{resource} does not exist: {contracts.ENV_MODEL_PACKAGE_GROUP_NAME} must name the group the "
                 f"program created for the stack (`pulumi stack output {GROUP_STACK_OUTPUT}`); register never "
@@ -316,7 +255,7 @@ def remove_uploads(s3: Any, bucket: str, uploads: Sequence[Upload]) -> list[str]
                 s3.delete_object(Bucket=bucket, Key=upload.key)
         except (ClientError, BotoCoreError) as exc:
             version = f" version {upload.version_id}" if upload.version_id else ""
-            left.append(_one_line(f"{where}{version} ({type(exc).__name__}: {exc})"))
+            left.append(aws_errors.one_line(f"{where}{version} ({type(exc).__name__}: {exc})"))
     return left
 
 
@@ -338,7 +277,6 @@ def model_package_request(settings: RegisterSettings, build: BuildInfo, *, model
                           client_token: str) -> dict[str, Any]:
     """CreateModelPackage arguments; a pure function so the request can be read in tests and reviews."""
     auc = float(evaluation["binary_classification_metrics"]["auc"]["value"])
-    framework_version = contracts.SKLEARN_IMAGE["framework_version"]
     return {
         "ModelPackageGroupName": settings.group,
         "ModelPackageDescription": (
@@ -346,19 +284,7 @@ def model_package_request(settings: RegisterSettings, build: BuildInfo, *, model
             f"build {build.build_id}, holdout AUC {auc:.4f}"
         )[:1024],
         "ModelApprovalStatus": contracts.STATUS_PENDING,
-        "InferenceSpecification": {
-            "Containers": [{
-                "Image": settings.image_uri,
-                "ModelDataUrl": model_url,
-                "Environment": dict(contracts.CONTAINER_ENVIRONMENT),
-                "Framework": "SKLEARN",
-                "FrameworkVersion": framework_version,
-            }],
-            "SupportedContentTypes": list(contracts.CONTENT_TYPES),
-            "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES),
-            "SupportedRealtimeInferenceInstanceTypes": list(REALTIME_INSTANCE_TYPES),
-            "SupportedTransformInstanceTypes": list(TRANSFORM_INSTANCE_TYPES),
-        },
+        "InferenceSpecification": contracts.inference_specification(settings.image_uri, model_url),
         "ModelMetrics": {
             "ModelQuality": {
                 "Statistics": {"ContentType": "application/json", "S3Uri": metrics_url,
@@ -372,10 +298,10 @@ def model_package_request(settings: RegisterSettings, build: BuildInfo, *, model
             **({"Repository": build.repository[:1024]} if build.repository else {}),
         },
         "CustomerMetadataProperties": {
-            "Stack": _metadata_value(settings.stack),
-            "TrainingData": _metadata_value(training_data),
-            "PipelineExecution": _metadata_value(build.pipeline_execution),
-            "BuildId": _metadata_value(build.build_id),
+            "Stack": contracts.metadata_value(settings.stack),
+            "TrainingData": contracts.metadata_value(training_data),
+            "PipelineExecution": contracts.metadata_value(build.pipeline_execution),
+            "BuildId": contracts.metadata_value(build.build_id),
         },
         "Domain": "MACHINE_LEARNING",
         "Task": "CLASSIFICATION",
@@ -397,7 +323,7 @@ def register(model_dir: Path, output_dir: Path, settings: RegisterSettings | Non
     evaluation, evaluation_bytes = read_evaluation(output_dir)
     training_data = training_data or _training_data(output_dir)
 
-    prefix = f"{settings.stack}/model-builds/{build.key_segment}"
+    prefix = f"{contracts.model_builds_prefix(settings.stack)}{build.key_segment}"
     model_key = f"{prefix}/{contracts.MODEL_ARCHIVE}"
     metrics_key = f"{prefix}/{contracts.EVALUATION_FILE}"
     with tempfile.TemporaryDirectory(prefix="register-") as scratch:
@@ -462,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         arn = register(args.model_dir, args.output_dir, training_data=args.training_data, arn_file=args.arn_file)
     except RegistrationError as exc:
-        print(f"registration failed: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"registration failed: {aws_errors.one_line(exc)}", file=sys.stderr)
         return 2
     print(f"registered {arn} ({contracts.STATUS_PENDING}); ARN written to {args.arn_file}", flush=True)
     return 0

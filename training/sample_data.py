@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROWS = 8000
 DEFAULT_SEED = 42
-SAMPLE_FILE = "churn.csv"
+SAMPLE_FILE = contracts.SAMPLE_FILE
 
 
 def _columns(n_rows: int, seed: int) -> dict[str, np.ndarray]:
@@ -101,10 +102,23 @@ def sample_csv(n_rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> bytes:
 
 
 def write_sample(path: Path, n_rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Path:
-    """Write the sample to `path` (a *.csv file, else a directory to hold churn.csv); return the file written."""
+    """Write the sample to `path` (a *.csv file, else a directory to hold churn.csv); return the file.
+
+    A file that already holds these bytes is left as it is; otherwise the sample is written beside it and
+    moved into place, so a concurrent run (or the Pulumi engine reading the program's asset) never reads half
+    a file.
+    """
     target = path if path.suffix.lower() == ".csv" and not path.is_dir() else path / SAMPLE_FILE
+    content = sample_csv(n_rows, seed)
+    if target.is_file() and target.read_bytes() == content:
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(sample_csv(n_rows, seed))
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(content)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 

@@ -2,14 +2,20 @@
 
 A later step picks up whatever sits in a folder (register reads model.joblib, Train reads the splits), so a
 failed run must leave nothing there: not a half-written file, and not the previous run's file either.
+run_step is how prepare, train and evaluate end: the exit code the build reads and the message SageMaker shows.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import contracts
+from training.data_contract import DataRejected
 
 # SageMaker keeps the first 1 KB of a failure message (FailureReason, ExitMessage).
 FAILURE_MESSAGE_BYTES = 1024
@@ -43,12 +49,12 @@ def staged_files(finals: Iterable[Path]) -> Iterator[dict[Path, Path]]:
             os.replace(path, final)
 
 
-def failure_file(explicit: Path | None, container_default: str) -> Path | None:
-    """Where a failed job leaves its message: `explicit` if given, else the container default inside a
-    SageMaker container, else nowhere (a laptop or a build box prints it only)."""
+def failure_file(explicit: Path | None) -> Path | None:
+    """Where a failed processing job leaves its message: `explicit` if given, else contracts.EXIT_MESSAGE_FILE
+    inside a SageMaker container, else nowhere (a laptop or a build box prints it only)."""
     if explicit is not None:
         return explicit
-    return Path(container_default) if _CONTAINER_ROOT.is_dir() else None
+    return Path(contracts.EXIT_MESSAGE_FILE) if _CONTAINER_ROOT.is_dir() else None
 
 
 def write_failure_message(path: Path | None, message: str) -> None:
@@ -60,3 +66,29 @@ def write_failure_message(path: Path | None, message: str) -> None:
         data = data[:FAILURE_MESSAGE_BYTES - 3].decode("utf-8", errors="ignore").encode("utf-8") + b"..."
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def run_step(work: Callable[[], object], *, failure: Path | None, failed: str,
+             expected: tuple[type[Exception], ...] = ()) -> int:
+    """Run a step's work and return its exit code: 0; contracts.EXIT_DATA_REJECTED when the data contract
+    rejects the data (the message starts with contracts.DATA_REJECTED_MARKER, which the build looks for); 1 on
+    anything else. The message goes to stderr and to `failure` (what SageMaker reports for the job):
+    `<failed>: <message>` for the `expected` errors, whose message says it all, a traceback on stderr for others.
+    """
+    try:
+        work()
+    except DataRejected as exc:
+        message = f"{contracts.DATA_REJECTED_MARKER} {exc}"
+        print(message, file=sys.stderr, flush=True)
+        write_failure_message(failure, message)
+        return contracts.EXIT_DATA_REJECTED
+    except expected as exc:
+        message = f"{failed}: {exc}"
+        print(message, file=sys.stderr, flush=True)
+        write_failure_message(failure, message)
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        write_failure_message(failure, f"{failed}: {type(exc).__name__}: {exc}")
+        return 1
+    return 0

@@ -24,6 +24,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 import contracts
+from training import aws_errors
 
 log = logging.getLogger("teardown")
 
@@ -156,13 +157,7 @@ def _already_gone(exc: ClientError) -> bool:
     # Another run (or the console) may delete a resource between our listing and our call; that is
     # the state we want, not a failure. Application Auto Scaling says so with ObjectNotFoundException,
     # SageMaker with a ValidationException whose message names the missing resource.
-    error = exc.response.get("Error", {})
-    if error.get("Code") == "ObjectNotFoundException":
-        return True
-    message = str(error.get("Message", "")).lower()
-    return error.get("Code") == "ValidationException" and (
-        "could not find" in message or "does not exist" in message or "not found" in message
-    )
+    return aws_errors.is_not_found(exc)
 
 
 def _delete(kind: str, name: str, call: Any, **kwargs: Any) -> None:

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,11 +47,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import contracts
 from training import DEFAULT_MODEL_DIR, DEFAULT_OUTPUT_DIR, TRAINING_METADATA_FILE, data_contract
-from training.data_contract import DataRejected
-from training.prepare import stratified_split
-from training.sample_data import make_dataset
-from training.staging import staged_files, write_failure_message
+from training.sample_data import make_dataset, sample_csv
+from training.staging import run_step, staged_files
 
+# make_dataset: the synthetic table as a DataFrame, for the tests and the embedded run's requests.
 __all__ = ["TrainParams", "TrainResult", "build_pipeline", "evaluate", "headline", "main", "make_dataset", "train"]
 
 Progress = Callable[[str], None]
@@ -207,33 +205,28 @@ def train(train_dir: Path | None, model_dir: Path, output_dir: Path, params: Tra
     serving_code = model_dir / "code" / contracts.INFERENCE_SCRIPT
     with staged_files([model_path, serving_code, evaluation_path, metadata_path]) as staged:
         if train_dir is None:
-            frame = data_contract.typed_frame(make_dataset(params.n_rows, params.seed))
             # No parentheses or commas: the value goes into CustomerMetadataProperties, which forbids them.
-            data_source = f"synthetic:make_dataset/n_rows={params.n_rows}/seed={params.seed}"
-            ignored: tuple[str, ...] = ()
+            data_source = f"synthetic:training.sample_data/n_rows={params.n_rows}/seed={params.seed}"
+            # The sample's CSV through the contract, as the pipeline reads it from the data prefix.
+            table = data_contract.read_text(sample_csv(params.n_rows, params.seed).decode("utf-8"), data_source)
         else:
+            data_source = str(train_dir)
             table = data_contract.read_dir(train_dir)
-            frame, data_source, ignored = table.frame(), str(train_dir), table.ignored_columns
-        target = frame[contracts.TARGET_COLUMN].to_numpy()
-        features = frame[list(data_contract.FEATURES)]
-        say(f"data: {len(frame)} rows x {features.shape[1]} features from {data_source}, "
+        features, target = table.features_and_target()
+        ignored = table.ignored_columns
+        say(f"data: {table.rows} rows x {features.shape[1]} features from {data_source}, "
             f"churn rate {target.mean():.1%}" + (f"; ignored columns: {', '.join(ignored)}" if ignored else ""))
 
-        counts = {label: int((target == label).sum()) for label in contracts.TARGET_VALUES}
         if validation_dir is None:
-            data_contract.check_split_sizes(counts, {"holdout": params.test_size}, where=data_source)
-            rows = stratified_split(target.tolist(), {"holdout": params.test_size}, params.seed)
+            data_contract.check_split_sizes(table.class_counts(), {"holdout": params.test_size}, where=data_source)
+            rows = data_contract.stratified_split(table.labels, {"holdout": params.test_size}, params.seed)
             x_fit, y_fit = features.iloc[rows["train"]], target[rows["train"]]
             x_eval, y_eval = features.iloc[rows["holdout"]], target[rows["holdout"]]
             evaluated_on = f"stratified holdout of {params.test_size:.0%}"
         else:
-            data_contract.check_split_sizes(counts, {}, where=data_source, min_rows=0)
-            validation = data_contract.read_dir(validation_dir)
-            data_contract.check_split_sizes(validation.class_counts(), {}, where=str(validation_dir), min_rows=0)
-            validation_frame = validation.frame()
+            data_contract.check_split_sizes(table.class_counts(), {}, where=data_source, min_rows=0)
             x_fit, y_fit = features, target
-            x_eval = validation_frame[list(data_contract.FEATURES)]
-            y_eval = validation_frame[contracts.TARGET_COLUMN].to_numpy()
+            x_eval, y_eval = data_contract.read_holdout(validation_dir).features_and_target()
             evaluated_on = f"validation channel {validation_dir}"
 
         numeric = list(contracts.feature_names(contracts.NUMERIC))
@@ -253,7 +246,7 @@ def train(train_dir: Path | None, model_dir: Path, output_dir: Path, params: Tra
         staged[evaluation_path].write_text(json.dumps(evaluation, indent=2) + "\n")
         metadata = {
             "data_source": data_source,
-            "rows": len(frame),
+            "rows": table.rows,
             "holdout_rows": len(x_eval),
             "evaluated_on": evaluated_on,
             "ignored_columns": list(ignored),
@@ -295,20 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 2
-    try:
+
+    def work() -> None:
         result = train(args.train, args.model_dir, args.output_dir, params,
                        progress=lambda m: print(m, flush=True), validation_dir=args.validation)
-    except DataRejected as exc:
-        message = f"{contracts.DATA_REJECTED_MARKER} {exc}"
-        print(message, file=sys.stderr, flush=True)
-        write_failure_message(args.failure_file, message)
-        return contracts.EXIT_DATA_REJECTED
-    except Exception as exc:
-        traceback.print_exc()
-        write_failure_message(args.failure_file, f"training failed: {type(exc).__name__}: {exc}")
-        return 1
-    print(headline(result.evaluation), flush=True)
-    return 0
+        print(headline(result.evaluation), flush=True)
+
+    return run_step(work, failure=args.failure_file, failed="training failed")
 
 
 if __name__ == "__main__":
