@@ -33,6 +33,7 @@ managed spot is never interrupted; the toolkit's DNS wait for `algo-N` hosts is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -490,6 +491,10 @@ class JobRecord:
     """"ProcessingJob" or "TrainingJob"."""
     name: str
     description: dict[str, Any]
+
+    @property
+    def status_key(self) -> str:
+        return f"{self.kind}Status"
 
 
 @dataclass(frozen=True)
@@ -953,57 +958,59 @@ class PipelineExecution:
 
         step_dir = self.folder / step.name
         messages: list[str] = []
-        failure: str | None = None
-        roots: list[Path] = []
-        for index, host in enumerate(hosts):
-            root = step_dir if len(hosts) == 1 else step_dir / host
-            roots.append(root)
-            opt_ml = root / "opt" / "ml"
-            config = opt_ml / "config"
-            config.mkdir(parents=True, exist_ok=True)
-            (config / "processingjobconfig.json").write_text(json.dumps(_json_ready(request)))
-            (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
-            (opt_ml / "output").mkdir(parents=True, exist_ok=True)
-            for item in inputs:
-                s3_input = item["S3Input"]
-                sharded = s3_input.get("S3DataDistributionType") == "ShardedByS3Key"
-                self._download(s3_input["S3Uri"], Path(map_container_paths(s3_input["LocalPath"], root)),
-                               shard=(index, len(hosts)) if sharded else None)
+        with self._ends_with_its_step(job, messages):
+            failure: str | None = None
+            roots: list[Path] = []
+            for index, host in enumerate(hosts):
+                root = step_dir if len(hosts) == 1 else step_dir / host
+                roots.append(root)
+                opt_ml = root / "opt" / "ml"
+                config = opt_ml / "config"
+                config.mkdir(parents=True, exist_ok=True)
+                (config / "processingjobconfig.json").write_text(json.dumps(_json_ready(request)))
+                (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
+                (opt_ml / "output").mkdir(parents=True, exist_ok=True)
+                for item in inputs:
+                    s3_input = item["S3Input"]
+                    sharded = s3_input.get("S3DataDistributionType") == "ShardedByS3Key"
+                    self._download(s3_input["S3Uri"], Path(map_container_paths(s3_input["LocalPath"], root)),
+                                   shard=(index, len(hosts)) if sharded else None)
+                for item in outputs:
+                    Path(map_container_paths(item["S3Output"]["LocalPath"], root)).mkdir(parents=True, exist_ok=True)
+                command = [map_container_paths(part, root)
+                           for part in entrypoint + list(app.get("ContainerArguments") or [])]
+                log_path = step_dir / "logs" / f"{host}.log"
+                record.log_paths.append(log_path)
+                try:
+                    code, how = self._run_container(command, root=root, log_path=log_path, max_runtime=max_runtime,
+                                                    env=self._container_env(root, request.get("Environment") or {}))
+                except OSError as exc:
+                    code, how = 127, "exited"
+                    log_path.write_text(f"cannot start {command[0]}: {exc}\n")
+                message_file = opt_ml / "output" / "message"
+                if message_file.is_file():
+                    messages.append(message_file.read_text(errors="replace"))
+                if how == "timeout":
+                    failure = f"ClientError: MaxRuntimeExceeded: the job ran longer than its {max_runtime:.0f} s " \
+                              "StoppingCondition.MaxRuntimeInSeconds"
+                    break
+                if code != 0:
+                    failure = PROCESSING_ALGORITHM_ERROR
+                    break
+            if failure is not None:
+                raise StepFailed(failure)
+            uploaded: dict[str, str] = {}
             for item in outputs:
-                Path(map_container_paths(item["S3Output"]["LocalPath"], root)).mkdir(parents=True, exist_ok=True)
-            command = [map_container_paths(part, root)
-                       for part in entrypoint + list(app.get("ContainerArguments") or [])]
-            log_path = step_dir / "logs" / f"{host}.log"
-            record.log_paths.append(log_path)
-            try:
-                code, how = self._run_container(command, root=root, log_path=log_path, max_runtime=max_runtime,
-                                                env=self._container_env(root, request.get("Environment") or {}))
-            except OSError as exc:
-                code, how = 127, "exited"
-                log_path.write_text(f"cannot start {command[0]}: {exc}\n")
-            except _Stopped:
-                self._finish_job(job, "Stopped", messages=messages)
-                raise
-            message_file = opt_ml / "output" / "message"
-            if message_file.is_file():
-                messages.append(message_file.read_text(errors="replace"))
-            if how == "timeout":
-                failure = f"ClientError: MaxRuntimeExceeded: the job ran longer than its {max_runtime:.0f} s " \
-                          "StoppingCondition.MaxRuntimeInSeconds"
-                break
-            if code != 0:
-                failure = PROCESSING_ALGORITHM_ERROR
-                break
-        if failure is not None:
-            self._finish_job(job, "Failed", messages=messages, failure=failure)
-            raise StepFailed(failure)
-        uploaded: dict[str, str] = {}
-        for item in outputs:
-            s3_output = item["S3Output"]
-            for root in roots:
-                self._upload_folder(Path(map_container_paths(s3_output["LocalPath"], root)), s3_output["S3Uri"])
-            uploaded[item["OutputName"]] = s3_output["S3Uri"]
-        self._finish_job(job, "Completed", messages=messages)
+                s3_output = item["S3Output"]
+                try:
+                    for root in roots:
+                        self._upload_folder(Path(map_container_paths(s3_output["LocalPath"], root)),
+                                            s3_output["S3Uri"])
+                except (ClientError, BotoCoreError, OSError) as exc:
+                    raise StepFailed(f"ClientError: cannot upload output {item['OutputName']} to "
+                                     f"{s3_output['S3Uri']}: {exc}") from None
+                uploaded[item["OutputName"]] = s3_output["S3Uri"]
+            self._finish_job(job, "Completed", messages=messages)
         property_files = {}
         for prop in step.property_files:
             if prop.output_name not in uploaded:
@@ -1016,15 +1023,40 @@ class PipelineExecution:
                     failure: str | None = None, **extra: Any) -> None:
         now = datetime.now(timezone.utc)
         with self._lock:
-            key = "ProcessingJobStatus" if job.kind == "ProcessingJob" else "TrainingJobStatus"
-            job.description[key] = status
+            job.description[job.status_key] = status
             job.description["LastModifiedTime"] = now
-            job.description["ProcessingEndTime" if job.kind == "ProcessingJob" else "TrainingEndTime"] = now
-            if messages and job.kind == "ProcessingJob":
-                job.description["ExitMessage"] = _truncate("".join(messages))
+            if job.kind == "ProcessingJob":
+                job.description["ProcessingEndTime"] = now
+                if messages:
+                    job.description["ExitMessage"] = _truncate("".join(messages))
+            else:
+                job.description["TrainingEndTime"] = now
+                job.description["SecondaryStatus"] = status
             if failure:
                 job.description["FailureReason"] = _truncate(failure)
             job.description.update(extra)
+
+    @contextlib.contextmanager
+    def _ends_with_its_step(self, job: JobRecord, messages: Sequence[str] = ()) -> Iterator[None]:
+        """A job still InProgress when its step stops or fails ends with it: Stopped, or Failed with the reason.
+
+        SageMaker never leaves a job running behind a failed step, whether the container ran or not (an input
+        prefix without objects fails the job before its container starts).
+        """
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, _Stopped):
+                status, reason = "Stopped", None
+            elif isinstance(exc, StepFailed):
+                status, reason = "Failed", exc.reason
+            else:
+                status, reason = "Failed", f"InternalError: {type(exc).__name__}: {exc}"
+            with self._lock:
+                still_open = job.description[job.status_key] == "InProgress"
+            if still_open:
+                self._finish_job(job, status, messages=messages, failure=reason)
+            raise
 
     # --- Training ----------------------------------------------------------------------------------------------
     def _training(self, step: Step, arguments: Mapping[str, Any], record: StepRecord) -> _Done:
@@ -1055,94 +1087,87 @@ class PipelineExecution:
             record.metadata["TrainingJob"] = {"Arn": arn}
         self._changed()
 
-        root = self.folder / step.name
-        opt_ml = root / "opt" / "ml"
-        config = opt_ml / "input" / "config"
-        config.mkdir(parents=True, exist_ok=True)
-        # SageMaker creates these before the container starts; the toolkit's failure path needs output/ to exist
-        # (without it its trainer exits 0 on a failed script).
-        for folder in (opt_ml / "model", opt_ml / "output" / "data", opt_ml / "code"):
-            folder.mkdir(parents=True, exist_ok=True)
-        channels = list(request.get("InputDataConfig") or [])
-        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters") or {}))
-        (config / "inputdataconfig.json").write_text(json.dumps({
-            c["ChannelName"]: {**({"ContentType": c["ContentType"]} if c.get("ContentType") else {}),
-                               "TrainingInputMode": c.get("InputMode", algorithm.get("TrainingInputMode", "File")),
-                               "S3DistributionType": c["DataSource"]["S3DataSource"].get(
-                                   "S3DataDistributionType", "FullyReplicated"),
-                               "RecordWrapperType": c.get("RecordWrapperType", "None")}
-            for c in channels}))
-        instance_type = resources.get("InstanceType", "local")
-        (config / "resourceconfig.json").write_text(json.dumps({
-            "current_host": "algo-1", "current_instance_type": instance_type,
-            "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
-            "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
-                                 "hosts": ["algo-1"]}],
-            "network_interface_name": "eth0"}))
-        for channel in channels:
-            source = channel["DataSource"].get("S3DataSource")
-            if source is None or source.get("S3DataType", "S3Prefix") != "S3Prefix":
-                raise StepFailed(f"ClientError: step {step.name} channel {channel['ChannelName']}: the embedded run "
-                                 "reads S3Prefix channels only")
-            self._download(source["S3Uri"], opt_ml / "input" / "data" / channel["ChannelName"])
-        launcher = root / "launcher"
-        launcher.mkdir(exist_ok=True)
-        shutil.copy2(LAUNCHER_SOURCE, launcher / LAUNCHER_SOURCE.name)
-        container_env = {
-            "SAGEMAKER_TRAINING_MODULE": LAUNCHER_MODULE,
-            "SM_INPUT": "/opt/ml/input",
-            "SM_INPUT_TRAINING_CONFIG_FILE": "/opt/ml/input/config/hyperparameters.json",
-            "SM_INPUT_DATA_CONFIG_FILE": "/opt/ml/input/config/inputdataconfig.json",
-            "SM_CHECKPOINT_CONFIG_FILE": "/opt/ml/input/config/checkpointconfig.json",
-            "SM_MODEL_DIR": "/opt/ml/model",
-            "TRAINING_JOB_NAME": name,
-            "TRAINING_JOB_ARN": arn,
-            **(request.get("Environment") or {}),
-        }
-        env = self._container_env(root, container_env)
-        env.update({
-            # The toolkit's own switch for "not on SageMaker": it reads /opt/ml from here.
-            "SAGEMAKER_BASE_DIR": str(opt_ml),
-            # The toolkit waits for every host's DNS name (algo-1 ...), which only SageMaker's network resolves;
-            # this is the switch it offers for running outside it (Studio local mode).
-            "SM_STUDIO_LOCAL_MODE": "true",
-            # Stands in for the image's site-packages, where sagemaker_sklearn_container lives; nothing else of
-            # the repository is importable by the job.
-            "PYTHONPATH": str(launcher),
-        })
-        # `train` is installed by both toolkits in the image; the image's training module is built on
-        # sagemaker-training, so its CLI module is called by name.
-        command = [str(self.sandbox.image_bin / "python3"), "-m", "sagemaker_training.cli.train"]
-        log_path = root / "logs" / "algo-1.log"
-        record.log_paths.append(log_path)
-        try:
+        with self._ends_with_its_step(job):
+            root = self.folder / step.name
+            opt_ml = root / "opt" / "ml"
+            config = opt_ml / "input" / "config"
+            config.mkdir(parents=True, exist_ok=True)
+            # SageMaker creates these before the container starts; the toolkit's failure path needs output/ to exist
+            # (without it its trainer exits 0 on a failed script).
+            for folder in (opt_ml / "model", opt_ml / "output" / "data", opt_ml / "code"):
+                folder.mkdir(parents=True, exist_ok=True)
+            channels = list(request.get("InputDataConfig") or [])
+            (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters") or {}))
+            (config / "inputdataconfig.json").write_text(json.dumps({
+                c["ChannelName"]: {**({"ContentType": c["ContentType"]} if c.get("ContentType") else {}),
+                                   "TrainingInputMode": c.get("InputMode", algorithm.get("TrainingInputMode", "File")),
+                                   "S3DistributionType": c["DataSource"]["S3DataSource"].get(
+                                       "S3DataDistributionType", "FullyReplicated"),
+                                   "RecordWrapperType": c.get("RecordWrapperType", "None")}
+                for c in channels}))
+            instance_type = resources.get("InstanceType", "local")
+            (config / "resourceconfig.json").write_text(json.dumps({
+                "current_host": "algo-1", "current_instance_type": instance_type,
+                "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
+                "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
+                                     "hosts": ["algo-1"]}],
+                "network_interface_name": "eth0"}))
+            for channel in channels:
+                source = channel["DataSource"].get("S3DataSource")
+                if source is None or source.get("S3DataType", "S3Prefix") != "S3Prefix":
+                    raise StepFailed(f"ClientError: step {step.name} channel {channel['ChannelName']}: the embedded "
+                                     "run reads S3Prefix channels only")
+                self._download(source["S3Uri"], opt_ml / "input" / "data" / channel["ChannelName"])
+            launcher = root / "launcher"
+            launcher.mkdir(exist_ok=True)
+            shutil.copy2(LAUNCHER_SOURCE, launcher / LAUNCHER_SOURCE.name)
+            container_env = {
+                "SAGEMAKER_TRAINING_MODULE": LAUNCHER_MODULE,
+                "SM_INPUT": "/opt/ml/input",
+                "SM_INPUT_TRAINING_CONFIG_FILE": "/opt/ml/input/config/hyperparameters.json",
+                "SM_INPUT_DATA_CONFIG_FILE": "/opt/ml/input/config/inputdataconfig.json",
+                "SM_CHECKPOINT_CONFIG_FILE": "/opt/ml/input/config/checkpointconfig.json",
+                "SM_MODEL_DIR": "/opt/ml/model",
+                "TRAINING_JOB_NAME": name,
+                "TRAINING_JOB_ARN": arn,
+                **(request.get("Environment") or {}),
+            }
+            env = self._container_env(root, container_env)
+            env.update({
+                # The toolkit's own switch for "not on SageMaker": it reads /opt/ml from here.
+                "SAGEMAKER_BASE_DIR": str(opt_ml),
+                # The toolkit waits for every host's DNS name (algo-1 ...), which only SageMaker's network resolves;
+                # this is the switch it offers for running outside it (Studio local mode).
+                "SM_STUDIO_LOCAL_MODE": "true",
+                # Stands in for the image's site-packages, where sagemaker_sklearn_container lives; nothing else of
+                # the repository is importable by the job.
+                "PYTHONPATH": str(launcher),
+            })
+            # `train` is installed by both toolkits in the image; the image's training module is built on
+            # sagemaker-training, so its CLI module is called by name.
+            command = [str(self.sandbox.image_bin / "python3"), "-m", "sagemaker_training.cli.train"]
+            log_path = root / "logs" / "algo-1.log"
+            record.log_paths.append(log_path)
             code, how = self._run_container(command, root=root, env=env, log_path=log_path, max_runtime=max_runtime)
-        except _Stopped:
-            self._finish_job(job, "Stopped", SecondaryStatus="Stopped")
-            raise
-        if how == "timeout":
-            failure = (f"ClientError: MaxRuntimeExceeded: the training job ran longer than its {max_runtime:.0f} s "
-                       "StoppingCondition.MaxRuntimeInSeconds")
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="MaxRuntimeExceeded")
-            raise StepFailed(failure)
-        if code != 0:
-            failure_file = opt_ml / "output" / "failure"
-            said = failure_file.read_text(errors="replace").strip() if failure_file.is_file() else ""
-            failure = _truncate(f"AlgorithmError: {said}, exit code: {code}")
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="Failed")
-            raise StepFailed(failure)
-        model_uri = f"{output_path}/{name}/output/{contracts.MODEL_ARCHIVE}"
-        try:
-            self._upload_archive(opt_ml / "model", model_uri)
-            if any((opt_ml / "output" / "data").iterdir()):
-                self._upload_archive(opt_ml / "output" / "data", f"{output_path}/{name}/output/output.tar.gz")
-        except (ClientError, BotoCoreError, OSError) as exc:
-            failure = f"ClientError: cannot upload the model to {model_uri}: {exc}"
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="Failed")
-            raise StepFailed(failure) from None
-        seconds = int((datetime.now(timezone.utc) - started).total_seconds()) or 1
-        self._finish_job(job, "Completed", SecondaryStatus="Completed", ModelArtifacts={"S3ModelArtifacts": model_uri},
-                         TrainingTimeInSeconds=seconds, BillableTimeInSeconds=seconds)
+            if how == "timeout":
+                failure = (f"ClientError: MaxRuntimeExceeded: the training job ran longer than its {max_runtime:.0f} s "
+                           "StoppingCondition.MaxRuntimeInSeconds")
+                self._finish_job(job, "Failed", failure=failure, SecondaryStatus="MaxRuntimeExceeded")
+                raise StepFailed(failure)
+            if code != 0:
+                failure_file = opt_ml / "output" / "failure"
+                said = failure_file.read_text(errors="replace").strip() if failure_file.is_file() else ""
+                raise StepFailed(_truncate(f"AlgorithmError: {said}, exit code: {code}"))
+            model_uri = f"{output_path}/{name}/output/{contracts.MODEL_ARCHIVE}"
+            try:
+                self._upload_archive(opt_ml / "model", model_uri)
+                if any((opt_ml / "output" / "data").iterdir()):
+                    self._upload_archive(opt_ml / "output" / "data", f"{output_path}/{name}/output/output.tar.gz")
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise StepFailed(f"ClientError: cannot upload the model to {model_uri}: {exc}") from None
+            seconds = int((datetime.now(timezone.utc) - started).total_seconds()) or 1
+            self._finish_job(job, "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri},
+                             TrainingTimeInSeconds=seconds, BillableTimeInSeconds=seconds)
         return _Done(copy.deepcopy(job.description), {"TrainingJob": {"Arn": arn}}, {})
 
     def _upload_archive(self, folder: Path, uri: str) -> None:

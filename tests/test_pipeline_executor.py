@@ -162,6 +162,12 @@ def _steps(execution: PipelineExecution) -> dict[str, dict[str, Any]]:
     return {row["StepName"]: row for row in execution.snapshot()["steps"]}
 
 
+def _job(execution: PipelineExecution) -> dict[str, Any]:
+    """The description of the execution's one job, as DescribeProcessingJob / DescribeTrainingJob give it."""
+    [job] = execution.jobs.values()
+    return job.description
+
+
 def _put(s3: Any, key: str, body: bytes | str) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode() if isinstance(body, str) else body)
 
@@ -362,7 +368,7 @@ def test_failed_processing_job_reports_the_containers_message_and_uploads_nothin
     assert execution.status == "Failed"
     assert list(steps) == ["Score"]
     assert steps["Score"]["FailureReason"] == PROCESSING_ALGORITHM_ERROR
-    job = next(iter(execution.jobs.values())).description
+    job = _job(execution)
     assert job["ProcessingJobStatus"] == "Failed"
     assert job["ExitMessage"] == "data rejected: churn.csv column churn\n"
     assert steps["Score"]["Metadata"]["ProcessingJob"]["Arn"] == job["ProcessingJobArn"]
@@ -375,10 +381,30 @@ def test_an_input_prefix_without_objects_fails_the_job_before_the_container_runs
         emulator: dict[str, Any], tmp_path: Path) -> None:
     execution = _execute(emulator, tmp_path, scored_pipeline(), DataUri=f"s3://{BUCKET}/nothing-here/")
 
-    steps = _steps(execution)
+    reason = _steps(execution)["Score"]["FailureReason"]
     assert execution.status == "Failed"
-    assert "No S3 objects found under S3 URL \"s3://executor-test/nothing-here/\"" in steps["Score"]["FailureReason"]
+    assert "No S3 objects found under S3 URL \"s3://executor-test/nothing-here/\"" in reason
     assert not (tmp_path / "jobs" / execution.execution_id / "Score" / "logs").exists()
+    job = _job(execution)
+    assert (job["ProcessingJobStatus"], job["FailureReason"]) == ("Failed", reason)
+
+
+@needs_image
+def test_an_output_that_cannot_be_uploaded_fails_the_step_and_its_job(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    document = definition(processing("Score", "echo done > /opt/ml/processing/output/report/done.txt",
+                                     outputs=("report",)))
+    document["Steps"][0]["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = \
+        "s3://no-such-bucket/report"
+
+    execution = _execute(emulator, tmp_path, document)
+
+    reason = _steps(execution)["Score"]["FailureReason"]
+    assert execution.failure_reason == EXECUTION_STEP_FAILURE
+    assert reason.startswith("ClientError: cannot upload output report to s3://no-such-bucket/report:")
+    assert "NoSuchBucket" in reason
+    job = _job(execution)
+    assert (job["ProcessingJobStatus"], job["FailureReason"]) == ("Failed", reason)
 
 
 def test_a_request_the_api_would_reject_fails_the_step_in_the_services_words(
@@ -529,7 +555,7 @@ def test_training_runs_the_script_through_the_toolkit_and_uploads_model_tar_gz(
     execution = _execute(training_inputs, tmp_path, training_pipeline())
 
     assert execution.status == "Succeeded", _steps(execution)
-    job = next(iter(execution.jobs.values())).description
+    job = _job(execution)
     model_url = job["ModelArtifacts"]["S3ModelArtifacts"]
     assert model_url == f"s3://{BUCKET}/runs/{execution.execution_id}/Fit/{job['TrainingJobName']}/output/model.tar.gz"
     archive = training_inputs["s3"].get_object(Bucket=BUCKET, Key=model_url.split("/", 3)[3])["Body"].read()
@@ -554,6 +580,19 @@ def test_failed_training_script_fails_the_step_with_the_toolkits_reason_and_uplo
     assert "fit/train.py --fail 1 --rows 25" in reason
     uploaded = training_inputs["s3"].list_objects_v2(Bucket=BUCKET, Prefix="runs/")
     assert "Contents" not in uploaded
+
+
+@needs_image
+def test_a_channel_without_objects_fails_the_training_job_before_the_container_runs(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    execution = _execute(emulator, tmp_path, training_pipeline())
+
+    reason = _steps(execution)["Fit"]["FailureReason"]
+    assert execution.status == "Failed"
+    assert "No S3 objects found under S3 URL \"s3://executor-test/train\"" in reason
+    assert not (tmp_path / "jobs" / execution.execution_id / "Fit" / "logs").exists()
+    job = _job(execution)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"], job["FailureReason"]) == ("Failed", "Failed", reason)
 
 
 # --- The stacks' own definitions, end to end ------------------------------------------------------------------------
@@ -646,5 +685,5 @@ def test_stopping_a_training_step_ends_the_users_script_not_only_the_trainer(
     runner.join(timeout=30)
 
     assert execution.status == "Stopped"
-    assert next(iter(execution.jobs.values())).description["TrainingJobStatus"] == "Stopped"
+    assert _job(execution)["TrainingJobStatus"] == "Stopped"
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
