@@ -252,8 +252,8 @@ class Emulator:
 
 
 def create_model_build_pipeline(emulator: Emulator, boot: Bootstrap, thresholds: Mapping[str, float],
-                                training: contracts.TrainingSettings) -> str:
-    """CreatePipeline with the program's own definition (training.pipeline_definition) for this stack; its ARN."""
+                                training: contracts.TrainingSettings) -> None:
+    """CreatePipeline with the program's own definition (training.pipeline_definition) for this stack."""
     from training.pipeline_definition import PipelineTarget, definition_json
 
     target = PipelineTarget(
@@ -262,22 +262,18 @@ def create_model_build_pipeline(emulator: Emulator, boot: Bootstrap, thresholds:
         image_uri=contracts.inference_image_uri(emulator.region), training_data_uri=boot.training_data_uri,
         thresholds=dict(thresholds), training=training,
     )
-    created = emulator.client("sagemaker").create_pipeline(
+    emulator.client("sagemaker").create_pipeline(
         PipelineName=boot.pipeline_name, PipelineDefinition=definition_json(target), RoleArn=boot.execution_role_arn,
         PipelineDescription=f"model build of {boot.project} stack {boot.stack} (embedded run)", Tags=boot.tags,
     )
-    return str(created["PipelineArn"])
 
 
-def seed_training_data(emulator: Emulator, boot: Bootstrap, files: Mapping[str, bytes]) -> list[str]:
-    """Put files (relative name -> bytes) under the stack's data prefix, as a team or `sampleData` would; the URIs."""
+def seed_training_data(emulator: Emulator, boot: Bootstrap, files: Mapping[str, bytes]) -> None:
+    """Put files (relative name -> bytes) under the stack's data prefix, as a team or `sampleData` would."""
     bucket, _, prefix = boot.training_data_uri.removeprefix("s3://").partition("/")
     s3 = emulator.client("s3")
-    uris = []
     for name, body in sorted(files.items()):
         s3.put_object(Bucket=bucket, Key=f"{prefix}{name}", Body=body)
-        uris.append(f"s3://{bucket}/{prefix}{name}")
-    return uris
 
 
 def _read_endpoint_url(process: subprocess.Popen[str], timeout: float, log_path: Path | None) -> str:

@@ -46,7 +46,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -145,7 +145,6 @@ class Step:
     property_files: tuple[PropertyFile, ...] = ()
     cache_enabled: bool = False
     cache_expire_after: timedelta | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,6 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
                 for p in raw.get("PropertyFiles") or ()),
             cache_enabled=bool(cache.get("Enabled")),
             cache_expire_after=_parse_duration(expire, f"step {name} CacheConfig.ExpireAfter") if expire else None,
-            raw=raw,
         ))
         if branch is not None:
             branch_of[name] = branch
@@ -578,7 +576,7 @@ class PipelineExecution:
     def __init__(self, definition: Definition, *, pipeline_arn: str, parameters: Mapping[str, Any],
                  sagemaker: Any, s3: Any, sandbox: Sandbox, execution_id: str | None = None,
                  display_name: str | None = None, cache: StepCache | None = None,
-                 definition_text: str = "", on_change: Callable[[PipelineExecution], None] | None = None) -> None:
+                 definition_text: str = "") -> None:
         self.definition = definition
         self.definition_text = definition_text
         self.pipeline_arn = pipeline_arn
@@ -594,7 +592,6 @@ class PipelineExecution:
         self.s3 = s3
         self.sandbox = sandbox
         self.cache = cache
-        self.on_change = on_change
         self.status = EXECUTING
         self.failure_reason: str | None = None
         self.created = datetime.now(timezone.utc)
@@ -645,8 +642,6 @@ class PipelineExecution:
     def _changed(self) -> None:
         with self._lock:
             self._touch()
-        if self.on_change is not None:
-            self.on_change(self)
 
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> PipelineExecution:
@@ -845,8 +840,8 @@ class PipelineExecution:
                 ".venv-image); run this step on SageMaker")
 
     # --- S3 ------------------------------------------------------------------------------------------------
-    def _download(self, uri: str, destination: Path, *, shard: tuple[int, int] | None = None) -> int:
-        """Objects under an S3Prefix into a folder (relative keys kept), as a File-mode input; returns the count."""
+    def _download(self, uri: str, destination: Path, *, shard: tuple[int, int] | None = None) -> None:
+        """Objects under an S3Prefix into a folder (relative keys kept), as a File-mode input."""
         bucket, prefix = parse_s3_uri(uri)
         keys: list[str] = []
         try:
@@ -870,11 +865,9 @@ class PipelineExecution:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
             with target.open("wb") as out:
                 shutil.copyfileobj(body, out, 1024 * 1024)
-        return len(keys)
 
-    def _upload_folder(self, folder: Path, uri: str) -> int:
+    def _upload_folder(self, folder: Path, uri: str) -> None:
         bucket, prefix = parse_s3_uri(uri)
-        count = 0
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(folder).as_posix()]))
             if path.stat().st_size > _SINGLE_PUT_BYTES:
@@ -882,8 +875,6 @@ class PipelineExecution:
             else:
                 with path.open("rb") as data:
                     self.s3.put_object(Bucket=bucket, Key=key, Body=data)
-            count += 1
-        return count
 
     # --- container processes -----------------------------------------------------------------------------------
     def _container_env(self, root: Path, extra: Mapping[str, str]) -> dict[str, str]:
@@ -896,12 +887,12 @@ class PipelineExecution:
         return env
 
     def _run_container(self, command: Sequence[str], *, root: Path, env: Mapping[str, str], log_path: Path,
-                       max_runtime: float, cwd: Path | None = None) -> tuple[int | None, str]:
+                       max_runtime: float) -> tuple[int | None, str]:
         """Run one container process to its end; returns (exit code or None, "exited" | "timeout")."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             # Its own session: the job's processes are stopped as one group (stop, max runtime, Ctrl-C upstream).
-            process = subprocess.Popen(list(command), cwd=cwd or root, env=dict(env), stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(list(command), cwd=root, env=dict(env), stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 deadline = time.monotonic() + max_runtime

@@ -25,7 +25,7 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -35,7 +35,6 @@ from botocore.exceptions import ClientError
 from local.loopback import LoopbackServer
 from local.pipeline_executor import (
     TERMINAL,
-    DefinitionError,
     PipelineExecution,
     Sandbox,
     StepCache,
@@ -81,13 +80,11 @@ def _pipeline_name(name_or_arn: str) -> str:
 class PipelinesShim:
     """The sagemaker endpoint of the embedded run: Pipelines executions here, everything else at moto."""
 
-    def __init__(self, moto_url: str, *, sagemaker: Any, s3: Any, sandbox: Sandbox,
-                 on_change: Callable[[PipelineExecution], None] | None = None) -> None:
+    def __init__(self, moto_url: str, *, sagemaker: Any, s3: Any, sandbox: Sandbox) -> None:
         self.moto_url = moto_url.rstrip("/")
         self._sagemaker = sagemaker
         self._s3 = s3
         self._sandbox = sandbox
-        self._on_change = on_change
         self._cache = StepCache()
         self._lock = threading.Lock()
         self._executions: dict[str, PipelineExecution] = {}
@@ -137,14 +134,6 @@ class PipelinesShim:
         with self._lock:
             return sorted(self._executions.values(), key=lambda e: e.created)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every execution has ended; False if the timeout came first."""
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
-        return not any(t.is_alive() for t in threads)
-
     # --- the API ---------------------------------------------------------------------------------------------
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any] | None:
         """Answer one operation, or None to forward it to moto."""
@@ -178,9 +167,8 @@ class PipelinesShim:
             execution = PipelineExecution(
                 parse_definition(text), pipeline_arn=pipeline["PipelineArn"], parameters=given,
                 sagemaker=self._sagemaker, s3=self._s3, sandbox=self._sandbox, cache=self._cache,
-                display_name=request.get("PipelineExecutionDisplayName"), definition_text=text,
-                on_change=self._on_change)
-        except (DefinitionError, ValueError) as exc:
+                display_name=request.get("PipelineExecutionDisplayName"), definition_text=text)
+        except ValueError as exc:  # DefinitionError is one too
             raise ApiError("ValidationException", f"pipeline {name}: {exc}") from None
         thread = threading.Thread(target=execution.run, name=f"execution-{execution.execution_id}", daemon=True)
         with self._lock:
