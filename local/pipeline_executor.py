@@ -57,12 +57,12 @@ from botocore.validate import validate_parameters
 
 import contracts
 from local.process_groups import stop_process_group
+from training.pipeline_definition import VERSION, step_entries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_BIN = REPO_ROOT / ".venv-image" / "bin"
 LAUNCHER_SOURCE = Path(__file__).with_name("image_training.py")
 LAUNCHER_MODULE = "image_training:main"
-DEFINITION_VERSION = "2020-12-01"
 
 PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL = "Processing", "Training", "Condition", "RegisterModel", "Fail"
 STEP_TYPES = (PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL)
@@ -150,21 +150,14 @@ class Step:
 @dataclass(frozen=True)
 class Definition:
     parameters: Mapping[str, Parameter]
-    steps: tuple[Step, ...]
+    steps: Mapping[str, Step]
+    """Steps by name, in the definition's order."""
     dependencies: Mapping[str, frozenset[str]]
     """step -> the steps it waits for (Get references, DependsOn, the Condition whose branch holds it)."""
     branch_of: Mapping[str, tuple[str, bool]]
     """step -> (Condition step, outcome that runs it), for steps in a Condition's IfSteps/ElseSteps."""
-
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
-
-    @property
-    def order(self) -> list[str]:
-        return execution_order(self)
+    order: tuple[str, ...]
+    """The order the steps run in: after every step they depend on, ties in the definition's order."""
 
 
 def _iter_expressions(value: Any) -> Iterator[tuple[str, Any]]:
@@ -198,20 +191,6 @@ def _parse_duration(text: str, where: str) -> timedelta:
                      seconds=seconds)
 
 
-def _all_steps(raw_steps: Any, branch: tuple[str, bool] | None = None,
-               where: str = "Steps") -> Iterator[tuple[Mapping[str, Any], tuple[str, bool] | None]]:
-    """Every step with the Condition branch it sits in: SageMaker nests a branch's steps in IfSteps/ElseSteps."""
-    for index, raw in enumerate(raw_steps):
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
-            raise DefinitionError(f"{where}[{index}] must be a step object with a Name (a Condition's IfSteps and "
-                                  "ElseSteps hold whole steps, not names)")
-        yield raw, branch
-        arguments = raw.get("Arguments")
-        if raw.get("Type") == CONDITION and isinstance(arguments, Mapping):
-            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
-                yield from _all_steps(arguments.get(key) or [], (raw["Name"], outcome), f"{raw['Name']}.{key}")
-
-
 def parse_definition(document: Mapping[str, Any] | str) -> Definition:
     """Check a definition the way the service does before it runs anything; DefinitionError names the fault."""
     if isinstance(document, str):
@@ -221,9 +200,9 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             raise DefinitionError(f"the pipeline definition is not JSON ({exc})") from None
     if not isinstance(document, Mapping):
         raise DefinitionError("the pipeline definition must be a JSON object with Version, Parameters and Steps")
-    if document.get("Version") != DEFINITION_VERSION:
+    if document.get("Version") != VERSION:
         raise DefinitionError(f"definition Version is {document.get('Version')!r}; SageMaker Pipelines reads "
-                              f"{DEFINITION_VERSION!r}")
+                              f"{VERSION!r}")
     parameters: dict[str, Parameter] = {}
     for index, raw in enumerate(document.get("Parameters") or []):
         where = f"Parameters[{index}]"
@@ -241,7 +220,12 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
         raise DefinitionError("the definition has no Steps")
     steps: list[Step] = []
     branch_of: dict[str, tuple[str, bool]] = {}
-    for raw, branch in _all_steps(raw_steps):
+    # SageMaker nests a Condition's branches in its IfSteps/ElseSteps: whole steps, each in one branch.
+    for entry in step_entries(document):
+        raw = entry.value
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
+            raise DefinitionError(f"{entry.where} must be a step object with a Name (a Condition's IfSteps and "
+                                  "ElseSteps hold whole steps, not names)")
         name = raw["Name"]
         if not STEP_NAME.match(name):
             raise DefinitionError(f"step name {name!r} must match {STEP_NAME.pattern}", step=name)
@@ -253,6 +237,10 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
                 "local/pipeline_executor.py", step=name)
         if not isinstance(raw.get("Arguments", {}), Mapping):
             raise DefinitionError(f"step {name}: Arguments must be an object", step=name)
+        if kind == CONDITION:
+            for key in ("IfSteps", "ElseSteps"):
+                if not isinstance(raw.get("Arguments", {}).get(key) or [], list):
+                    raise DefinitionError(f"step {name}: {key} must be a list of step objects", step=name)
         cache = raw.get("CacheConfig") or {}
         expire = cache.get("ExpireAfter")
         steps.append(Step(
@@ -264,8 +252,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             cache_enabled=bool(cache.get("Enabled")),
             cache_expire_after=_parse_duration(expire, f"step {name} CacheConfig.ExpireAfter") if expire else None,
         ))
-        if branch is not None:
-            branch_of[name] = branch
+        if entry.branch is not None:
+            branch_of[name] = entry.branch
     names = [s.name for s in steps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -296,9 +284,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             if by_name[other].type == FAIL:
                 raise DefinitionError(f"step {step.name} can not depend on Fail step {other}: a Fail step ends the "
                                       "execution", step=step.name)
-    definition = Definition(parameters, tuple(steps), {k: frozenset(v) for k, v in dependencies.items()}, branch_of)
-    execution_order(definition)  # raises on a cycle
-    return definition
+    return Definition(parameters, by_name, {k: frozenset(v) for k, v in dependencies.items()}, branch_of,
+                      _execution_order(names, dependencies))
 
 
 def _check_reference(ref: Any, step: str, parameters: Mapping[str, Parameter], steps: Mapping[str, Step]) -> None:
@@ -330,12 +317,12 @@ def _check_reference(ref: Any, step: str, parameters: Mapping[str, Parameter], s
         raise DefinitionError(f"step {step}: Get {ref!r} must start with Parameters., Steps. or Execution.", step=step)
 
 
-def execution_order(definition: Definition) -> list[str]:
-    """Steps in an order that honours every dependency, ties broken by the definition's order."""
-    remaining = {name: set(deps) for name, deps in definition.dependencies.items()}
+def _execution_order(names: Sequence[str], dependencies: Mapping[str, set[str]]) -> tuple[str, ...]:
+    """Steps in an order that honours every dependency, ties broken by the definition's order; raises on a cycle."""
+    remaining = {name: set(deps) for name, deps in dependencies.items()}
     order: list[str] = []
     while remaining:
-        ready = [s.name for s in definition.steps if s.name in remaining and not remaining[s.name]]
+        ready = [name for name in names if name in remaining and not remaining[name]]
         if not ready:
             cycle = ", ".join(sorted(remaining))
             raise DefinitionError(f"the steps {cycle} depend on each other in a cycle; break it (check Get "
@@ -345,7 +332,7 @@ def execution_order(definition: Definition) -> list[str]:
             del remaining[name]
             for deps in remaining.values():
                 deps.discard(name)
-    return order
+    return tuple(order)
 
 
 def parameter_values(definition: Definition, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -653,7 +640,7 @@ class PipelineExecution:
                 if self._skipped(name):
                     self._not_run.add(name)
                     continue
-                if not self._run_step(self.definition.step(name)):
+                if not self._run_step(self.definition.steps[name]):
                     break
         except Exception as exc:  # an executor fault must still end the execution, with its reason
             with self._lock:

@@ -27,7 +27,6 @@ from local.pipeline_executor import (
     PipelineExecution,
     Sandbox,
     StepCache,
-    execution_order,
     map_container_paths,
     parameter_values,
     parse_definition,
@@ -205,7 +204,7 @@ def test_steps_run_after_what_they_get_and_depend_on_whatever_the_listed_order()
     document["Steps"].reverse()
     document["Steps"].insert(0, {"Name": "Last", "Type": "Fail", "Arguments": {}, "DependsOn": ["Register"]})
 
-    order = execution_order(parse_definition(document))
+    order = parse_definition(document).order
 
     assert order.index("Score") < order.index("Gate") < order.index("Register") < order.index("Last")
     assert order.index("Gate") < order.index("Stop")
@@ -224,6 +223,9 @@ def test_a_conditions_branch_steps_are_nested_objects_not_names() -> None:
                            "Arguments": {"Conditions": [], "IfSteps": ["Register"], "ElseSteps": []}})
 
     with pytest.raises(DefinitionError, match=r"Gate.IfSteps\[0\] must be a step object"):
+        parse_definition(document)
+    document["Steps"][0]["Arguments"]["IfSteps"] = "Register"
+    with pytest.raises(DefinitionError, match=r"step Gate: IfSteps must be a list of step objects"):
         parse_definition(document)
 
 
