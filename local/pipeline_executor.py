@@ -63,6 +63,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_BIN = REPO_ROOT / ".venv-image" / "bin"
 LAUNCHER_SOURCE = Path(__file__).with_name("image_training.py")
 LAUNCHER_MODULE = "image_training:main"
+# Where a training container leaves its model (SM_MODEL_DIR); SageMaker packs it as model.tar.gz.
+MODEL_DIR = "/opt/ml/model"
 
 PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL = "Processing", "Training", "Condition", "RegisterModel", "Fail"
 STEP_TYPES = (PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL)
@@ -623,6 +625,16 @@ class PipelineExecution:
             job = self.jobs.get(arn.rsplit("/", 1)[-1])
             return str(job.description.get("ExitMessage", "")) if job is not None else ""
 
+    def container_path(self, step: str, path: str) -> Path:
+        """Where a path of a step's container is on this machine (for a job on one instance)."""
+        return Path(map_container_paths(path, self.folder / step))
+
+    def output_folder(self, step: str, output: str) -> Path:
+        """Where a Processing step wrote its output `output` on this machine: the output's LocalPath, mapped."""
+        outputs = self.definition.steps[step].arguments["ProcessingOutputConfig"]["Outputs"]
+        [local_path] = [item["S3Output"]["LocalPath"] for item in outputs if item["OutputName"] == output]
+        return self.container_path(step, local_path)
+
     def _touch(self) -> None:
         self.last_modified = datetime.now(timezone.utc)
 
@@ -1105,7 +1117,7 @@ class PipelineExecution:
                 "SM_INPUT_TRAINING_CONFIG_FILE": "/opt/ml/input/config/hyperparameters.json",
                 "SM_INPUT_DATA_CONFIG_FILE": "/opt/ml/input/config/inputdataconfig.json",
                 "SM_CHECKPOINT_CONFIG_FILE": "/opt/ml/input/config/checkpointconfig.json",
-                "SM_MODEL_DIR": "/opt/ml/model",
+                "SM_MODEL_DIR": MODEL_DIR,
                 "TRAINING_JOB_NAME": name,
                 "TRAINING_JOB_ARN": arn,
                 **(request.get("Environment") or {}),

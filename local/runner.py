@@ -388,11 +388,10 @@ def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
     return files, str(data_dir)
 
 
-def data_summary(prepare_root: Path) -> str:
+def data_summary(report_folder: Path) -> str:
     """What Prepare read, from its data report: rows, files, and the columns it ignored."""
-    output = prepare_root / "opt" / "ml" / "processing" / "output"
     try:
-        report = json.loads((output / contracts.DATA_REPORT_OUTPUT / contracts.DATA_REPORT_FILE).read_text())
+        report = json.loads((report_folder / contracts.DATA_REPORT_FILE).read_text())
         ignored = ", ".join(report.get("ignored_columns") or []) or "none"
         return (f"{report['rows']} rows from {len(report['files'])} file(s), churn rate {report['churn_rate']:.1%}, "
                 f"ignored columns: {ignored}")
@@ -911,15 +910,18 @@ class DemoRun:
         for record in records:
             detail = step_detail(record)
             if record.name == contracts.STEP_PREPARE and record.status == "Succeeded":
-                detail = "; ".join(filter(None, [detail, data_summary(execution.folder / record.name)]))
+                report = execution.output_folder(record.name, contracts.DATA_REPORT_OUTPUT)
+                detail = "; ".join(filter(None, [detail, data_summary(report)]))
             self.result.pipeline_steps.append(PipelineStepTiming(record.name, record.status, record.seconds, detail))
             say(f"    {record.name:<12} {record.status:<10} {_fmt_seconds(record.seconds)}  {detail}".rstrip())
             if record.status == "Failed":
                 for log in record.log_paths:
                     say(f"      log: {_relative(log)}")
-        model_dir = execution.folder / contracts.STEP_TRAIN / "opt" / "ml" / "model"
-        evaluation = (execution.folder / contracts.STEP_EVALUATE / "opt" / "ml" / "processing" / "output" / "evaluation"
-                      / contracts.EVALUATION_FILE)
+        from local.pipeline_executor import MODEL_DIR
+        from training.pipeline_definition import EVALUATION_OUTPUT
+
+        model_dir = execution.container_path(contracts.STEP_TRAIN, MODEL_DIR)
+        evaluation = execution.output_folder(contracts.STEP_EVALUATE, EVALUATION_OUTPUT) / contracts.EVALUATION_FILE
         self.result.model_dir = model_dir if model_dir.is_dir() else None
         self.result.evaluation_path = evaluation if evaluation.is_file() else None
 
