@@ -16,12 +16,12 @@ from typing import Any
 
 import boto3
 import pytest
+from conftest import needs_image
 
 import contracts
 from local.emulator import aws_env
 from local.pipeline_executor import (
     EXECUTION_STEP_FAILURE,
-    IMAGE_BIN,
     PROCESSING_ALGORITHM_ERROR,
     DefinitionError,
     PipelineExecution,
@@ -41,9 +41,6 @@ GROUP = "executor-test-group"
 IMAGE = contracts.inference_image_uri(REGION)
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/sagemaker-execution"
 PIPELINE_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/executor-test"
-
-needs_image = pytest.mark.skipif(not (IMAGE_BIN / "python3").exists(),
-                                 reason=".venv-image is not built (make install builds it)")
 
 
 # --- Definition builders -----------------------------------------------------------------------------------
@@ -148,13 +145,34 @@ def emulator(aws: str) -> dict[str, Any]:
     return {"url": aws, "s3": s3, "sagemaker": sagemaker}
 
 
-def _execute(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any], cache: StepCache | None = None,
-             **parameters: Any) -> PipelineExecution:
-    execution = PipelineExecution(
+def _execution(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any],
+               cache: StepCache | None = None, **parameters: Any) -> PipelineExecution:
+    return PipelineExecution(
         parse_definition(document), pipeline_arn=PIPELINE_ARN, parameters=parameters,
         sagemaker=emulator["sagemaker"], s3=emulator["s3"], cache=cache,
         sandbox=Sandbox(jobs_root=tmp_path / "jobs", job_env=aws_env(emulator["url"], REGION, base={})))
-    return execution.run()
+
+
+def _execute(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any], cache: StepCache | None = None,
+             **parameters: Any) -> PipelineExecution:
+    return _execution(emulator, tmp_path, document, cache, **parameters).run()
+
+
+def _stop_once_started(execution: PipelineExecution, pid_file: str) -> str:
+    """Run the execution in a thread and stop it once its job has written its pid to `pid_file` (relative to the
+    execution's folder); returns that pid, after the execution has ended."""
+    runner = threading.Thread(target=execution.run)
+    runner.start()
+    path = execution.folder / pid_file
+    while not path.exists() or not path.read_text().strip():
+        assert runner.is_alive(), execution.snapshot()
+        time.sleep(0.05)
+
+    execution.stop()
+    runner.join(timeout=30)
+
+    assert not runner.is_alive()
+    return path.read_text().strip()
 
 
 def _steps(execution: PipelineExecution) -> dict[str, dict[str, Any]]:
@@ -409,6 +427,7 @@ def test_an_output_that_cannot_be_uploaded_fails_the_step_and_its_job(
     assert (job["ProcessingJobStatus"], job["FailureReason"]) == ("Failed", reason)
 
 
+@needs_image
 def test_a_request_the_api_would_reject_fails_the_step_in_the_services_words(
         emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Score", "true"))
@@ -421,6 +440,7 @@ def test_a_request_the_api_would_reject_fails_the_step_in_the_services_words(
     assert "InstanceCount" in reason
 
 
+@needs_image
 def test_an_image_other_than_the_scikit_learn_one_is_refused(emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Score", "true"))
     document["Steps"][0]["Arguments"]["AppSpecification"]["ImageUri"] = "123.dkr.ecr.us-east-1.amazonaws.com/x:1"
@@ -434,23 +454,14 @@ def test_an_image_other_than_the_scikit_learn_one_is_refused(emulator: dict[str,
 def test_stop_ends_the_running_job_and_the_execution_is_stopped(emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Wait", "echo $$ > /opt/ml/processing/output/pid/pid; sleep 120",
                                      outputs=("pid",)))
-    execution = PipelineExecution(
-        parse_definition(document), pipeline_arn=PIPELINE_ARN, parameters={}, sagemaker=emulator["sagemaker"],
-        s3=emulator["s3"], sandbox=Sandbox(tmp_path / "jobs", aws_env(emulator["url"], REGION, base={})))
-    runner = threading.Thread(target=execution.run)
-    runner.start()
-    pid_file = tmp_path / "jobs" / execution.execution_id / "Wait" / "opt/ml/processing/output/pid/pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert runner.is_alive(), execution.snapshot()
-        time.sleep(0.05)
+    execution = _execution(emulator, tmp_path, document)
 
-    execution.stop()
-    runner.join(timeout=30)
+    pid = _stop_once_started(execution, "Wait/opt/ml/processing/output/pid/pid")
 
-    assert not runner.is_alive()
     assert execution.status == "Stopped"
     assert _steps(execution)["Wait"]["StepStatus"] == "Stopped"
-    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+    assert _job(execution)["ProcessingJobStatus"] == "Stopped"
+    assert not Path(f"/proc/{pid}").exists()
 
 
 @needs_image
@@ -672,20 +683,10 @@ def test_the_stacks_definition_runs_end_to_end_and_registers_the_inline_paths_pa
 @needs_image
 def test_stopping_a_training_step_ends_the_users_script_not_only_the_trainer(
         training_inputs: dict[str, Any], tmp_path: Path) -> None:
-    execution = PipelineExecution(
-        parse_definition(training_pipeline(sleep=120)), pipeline_arn=PIPELINE_ARN, parameters={},
-        sagemaker=training_inputs["sagemaker"], s3=training_inputs["s3"],
-        sandbox=Sandbox(tmp_path / "jobs", aws_env(training_inputs["url"], REGION, base={})))
-    runner = threading.Thread(target=execution.run)
-    runner.start()
-    pid_file = tmp_path / "jobs" / execution.execution_id / "Fit" / "opt/ml/output/data/pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert runner.is_alive(), execution.snapshot()
-        time.sleep(0.05)
+    execution = _execution(training_inputs, tmp_path, training_pipeline(sleep=120))
 
-    execution.stop()
-    runner.join(timeout=30)
+    pid = _stop_once_started(execution, "Fit/opt/ml/output/data/pid")
 
     assert execution.status == "Stopped"
     assert _job(execution)["TrainingJobStatus"] == "Stopped"
-    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+    assert not Path(f"/proc/{pid}").exists()
