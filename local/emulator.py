@@ -80,6 +80,11 @@ def aws_env(endpoint_url: str, region: str, base: Mapping[str, str] | None = Non
     return env
 
 
+def stack_tags(project: str, stack: str) -> list[dict[str, str]]:
+    """The tags the program puts on everything of a stack, in the API's Key/Value form."""
+    return [{"Key": contracts.TAG_PROJECT, "Value": project}, {"Key": contracts.TAG_STACK, "Value": stack}]
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """What `pulumi up` would have created for a stack, as the runtime scripts see it."""
@@ -101,8 +106,7 @@ class Bootstrap:
 
     @property
     def tags(self) -> list[dict[str, str]]:
-        return [{"Key": contracts.TAG_PROJECT, "Value": self.project},
-                {"Key": contracts.TAG_STACK, "Value": self.stack}]
+        return stack_tags(self.project, self.stack)
 
 
 @dataclass
@@ -209,8 +213,7 @@ class Emulator:
 
     def bootstrap(self, project: str = contracts.PROJECT, stack: str = "local") -> Bootstrap:
         """Create the stack's bucket, model package group and SageMaker execution role, tagged."""
-        tags = {contracts.TAG_PROJECT: project, contracts.TAG_STACK: stack}
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        tag_list = stack_tags(project, stack)
         bucket = f"{project}-{stack}-artifacts-{EMULATOR_ACCOUNT}"
         group = f"{project}-{stack}"
         role_name = f"{project}-{stack}-sagemaker-execution"

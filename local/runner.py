@@ -369,6 +369,14 @@ PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_E
                   contracts.STEP_REGISTER)
 
 
+def check_data_folder(data_dir: Path) -> None:
+    """What --data must name: a folder holding at least one file; ValueError says what is wrong and the fix."""
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a folder; pass the folder that holds the team's CSV files")
+    if not any(path.is_file() for path in data_dir.rglob("*")):
+        raise ValueError(f"{data_dir} is empty; put the team's CSV files in it")
+
+
 def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
     """The files a stack's data prefix gets (relative name -> bytes) and where they came from.
 
@@ -379,12 +387,9 @@ def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
         from training.sample_data import SAMPLE_FILE, sample_csv
 
         return {SAMPLE_FILE: sample_csv()}, "the synthetic sample table (training.sample_data)"
-    if not data_dir.is_dir():
-        raise ValueError(f"--data {data_dir}: not a folder; pass the folder that holds the team's CSV files")
+    check_data_folder(data_dir)
     files = {path.relative_to(data_dir).as_posix(): path.read_bytes()
              for path in sorted(data_dir.rglob("*")) if path.is_file()}
-    if not files:
-        raise ValueError(f"--data {data_dir}: the folder is empty; put the team's CSV files in it")
     return files, str(data_dir)
 
 
