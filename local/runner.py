@@ -332,18 +332,15 @@ def run_buildspec(spec: Buildspec, *, stage: str, source_dir: Path, env: Mapping
     return state
 
 
-def collect_artifacts(spec: Buildspec, source_dir: Path, destination: Path, stage: str) -> list[Path]:
+def collect_artifacts(spec: Buildspec, source_dir: Path, destination: Path, stage: str) -> None:
     """Copy the buildspec's artifact files (relative paths kept); a missing one fails, as in CodeBuild."""
     missing = [f for f in spec.artifact_files if not (source_dir / f).is_file()]
     if missing:
         raise StageFailed(stage, f"artifacts listed in {spec.path.name} were not produced: {', '.join(missing)}")
-    copied = []
     for name in spec.artifact_files:
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_dir / name, target)
-        copied.append(target)
-    return copied
 
 
 def snapshot_source(destination: Path) -> Path:
