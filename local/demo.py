@@ -30,6 +30,7 @@ from local.runner import (
     DemoResult,
     DemoRun,
     StageFailed,
+    check_data_folder,
     print_summary,
 )
 
@@ -51,12 +52,12 @@ def parse_thresholds(text: str) -> dict[str, float]:
 
 
 def data_folder(text: str) -> Path:
-    """--data: a folder holding at least one file."""
+    """--data: refused here (exit 2, before anything starts) when the run would refuse it."""
     path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is not a folder; pass the folder that holds the team's CSV files")
-    if not any(p.is_file() for p in path.rglob("*")):
-        raise argparse.ArgumentTypeError(f"{text} is empty; put the team's CSV files in it")
+    try:
+        check_data_folder(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return path
 
 

@@ -80,6 +80,11 @@ def aws_env(endpoint_url: str, region: str, base: Mapping[str, str] | None = Non
     return env
 
 
+def stack_tags(project: str, stack: str) -> list[dict[str, str]]:
+    """The tags the program puts on everything of a stack, in the API's Key/Value form."""
+    return [{"Key": contracts.TAG_PROJECT, "Value": project}, {"Key": contracts.TAG_STACK, "Value": stack}]
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """What `pulumi up` would have created for a stack, as the runtime scripts see it."""
@@ -101,8 +106,7 @@ class Bootstrap:
 
     @property
     def tags(self) -> list[dict[str, str]]:
-        return [{"Key": contracts.TAG_PROJECT, "Value": self.project},
-                {"Key": contracts.TAG_STACK, "Value": self.stack}]
+        return stack_tags(self.project, self.stack)
 
 
 @dataclass
@@ -209,8 +213,7 @@ class Emulator:
 
     def bootstrap(self, project: str = contracts.PROJECT, stack: str = "local") -> Bootstrap:
         """Create the stack's bucket, model package group and SageMaker execution role, tagged."""
-        tags = {contracts.TAG_PROJECT: project, contracts.TAG_STACK: stack}
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        tag_list = stack_tags(project, stack)
         bucket = f"{project}-{stack}-artifacts-{EMULATOR_ACCOUNT}"
         group = f"{project}-{stack}"
         role_name = f"{project}-{stack}-sagemaker-execution"
@@ -252,8 +255,8 @@ class Emulator:
 
 
 def create_model_build_pipeline(emulator: Emulator, boot: Bootstrap, thresholds: Mapping[str, float],
-                                training: contracts.TrainingSettings) -> str:
-    """CreatePipeline with the program's own definition (training.pipeline_definition) for this stack; its ARN."""
+                                training: contracts.TrainingSettings) -> None:
+    """CreatePipeline with the program's own definition (training.pipeline_definition) for this stack."""
     from training.pipeline_definition import PipelineTarget, definition_json
 
     target = PipelineTarget(
@@ -262,22 +265,18 @@ def create_model_build_pipeline(emulator: Emulator, boot: Bootstrap, thresholds:
         image_uri=contracts.inference_image_uri(emulator.region), training_data_uri=boot.training_data_uri,
         thresholds=dict(thresholds), training=training,
     )
-    created = emulator.client("sagemaker").create_pipeline(
+    emulator.client("sagemaker").create_pipeline(
         PipelineName=boot.pipeline_name, PipelineDefinition=definition_json(target), RoleArn=boot.execution_role_arn,
         PipelineDescription=f"model build of {boot.project} stack {boot.stack} (embedded run)", Tags=boot.tags,
     )
-    return str(created["PipelineArn"])
 
 
-def seed_training_data(emulator: Emulator, boot: Bootstrap, files: Mapping[str, bytes]) -> list[str]:
-    """Put files (relative name -> bytes) under the stack's data prefix, as a team or `sampleData` would; the URIs."""
+def seed_training_data(emulator: Emulator, boot: Bootstrap, files: Mapping[str, bytes]) -> None:
+    """Put files (relative name -> bytes) under the stack's data prefix, as a team or `sampleData` would."""
     bucket, _, prefix = boot.training_data_uri.removeprefix("s3://").partition("/")
     s3 = emulator.client("s3")
-    uris = []
     for name, body in sorted(files.items()):
         s3.put_object(Bucket=bucket, Key=f"{prefix}{name}", Body=body)
-        uris.append(f"s3://{bucket}/{prefix}{name}")
-    return uris
 
 
 def _read_endpoint_url(process: subprocess.Popen[str], timeout: float, log_path: Path | None) -> str:

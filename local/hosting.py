@@ -25,14 +25,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from local.loopback import LoopbackServer
+from local.loopback import LoopbackHandler, LoopbackShim
 from local.model_server import ModelServer, start_model_server
 
 LOG = logging.getLogger("local.hosting")
@@ -73,34 +72,34 @@ class Invocation:
     variant_name: str
 
 
-class Hosting:
+class Hosting(LoopbackShim):
     """The sagemaker-runtime shim; a context manager. Clients default to boto3's (i.e. the emulator's)."""
 
+    label = "hosting shim"
+    endpoint_variable = ENV_RUNTIME_ENDPOINT
+    logger = LOG
+
     def __init__(self, *, sagemaker: Any = None, s3: Any = None, workers: int = 1) -> None:
+        super().__init__()
         self._sagemaker = sagemaker
         self._s3 = s3
         self._workers = workers
         self._servers: dict[str, ModelServer] = {}
         self._lock = threading.Lock()
-        self._server: LoopbackServer | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._downloads = itertools.count()
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> Hosting:
-        if self._server is not None:
-            return self
+    def _handler(self) -> type[LoopbackHandler]:
+        return _handler_for(self)
+
+    def _prepare(self) -> None:
         self._sagemaker = self._sagemaker or boto3.client("sagemaker")
         self._s3 = self._s3 or boto3.client("s3")
         self._workdir = tempfile.TemporaryDirectory(prefix="hosting-")
-        self._server = LoopbackServer(_handler_for(self), "hosting")
-        LOG.info("sagemaker-runtime shim on %s", self.url)
-        return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+    def _release(self) -> None:
+        """Every model server it started, and their unpacked artifacts."""
         with self._lock:
             servers, self._servers = list(self._servers.values()), {}
         for server in servers:
@@ -108,22 +107,6 @@ class Hosting:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> Hosting:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("hosting shim is not running; call start() or use it as a context manager")
-        return self._server.url
-
-    def environ(self) -> dict[str, str]:
-        """The variable that sends boto3's sagemaker-runtime calls here."""
-        return {ENV_RUNTIME_ENDPOINT: self.url}
 
     @property
     def model_servers(self) -> dict[str, ModelServer]:
@@ -219,13 +202,12 @@ class Hosting:
             raise HostingError("ModelError", 424, f"model container did not answer: {exc}") from None
 
 
-def _handler_for(hosting: Hosting) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _handler_for(hosting: Hosting) -> type[LoopbackHandler]:
+    class Handler(LoopbackHandler):
+        logger = LOG
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._body()
             parts = urllib.parse.urlparse(self.path).path.split("/")
             try:
                 if len(parts) != 4 or parts[1] != "endpoints" or parts[3] != "invocations":
@@ -242,17 +224,5 @@ def _handler_for(hosting: Hosting) -> type[BaseHTTPRequestHandler]:
                 self._send(error.status, error.body(), "application/json", {HEADER_ERROR_TYPE: error.code})
                 return
             self._send(200, result.body, result.content_type, {HEADER_VARIANT: result.variant_name})
-
-        def _send(self, status: int, payload: bytes, content_type: str, extra: dict[str, str]) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in extra.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            LOG.debug("%s " + format, self.address_string(), *args)
 
     return Handler

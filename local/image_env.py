@@ -154,9 +154,9 @@ def _patch_sagemaker_containers(python: Path) -> Path:
     return mapping
 
 
-def build(venv: Path = IMAGE_VENV, say: Say = print) -> Path:
+def build(venv: Path = IMAGE_VENV, say: Say = print, interpreter: Interpreter | None = None) -> Path:
     """Create (or recreate) the image environment; returns its python. Shows pip's progress."""
-    interpreter = find_interpreter()
+    interpreter = interpreter or find_interpreter()
     say(f"image environment {venv.name}: building with {interpreter.note}")
     say(f"  installs the scikit-learn image's packages ({REQUIREMENTS.name}: numpy, scikit-learn, pandas, pyarrow, "
         "sagemaker-training, sagemaker-containers, Flask, gevent, gunicorn, ...); 30 to 50 s on a 2-core machine")
@@ -196,8 +196,11 @@ def ensure(venv: Path = IMAGE_VENV, say: Say = print) -> Path:
     """The image environment's python, built first if it is missing or stale."""
     interpreter = find_interpreter()
     if is_current(venv, interpreter):
+        # make compares the stamp with what it depends on (.venv's own stamp): a current environment's stamp is
+        # renewed, or every later `make test` / `make demo` would run this again.
+        (venv / STAMP_NAME).touch()
         return venv_python(venv)
-    return build(venv, say)
+    return build(venv, say, interpreter)
 
 
 def note(venv: Path = IMAGE_VENV) -> str:

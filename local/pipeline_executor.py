@@ -33,6 +33,7 @@ managed spot is never interrupted; the toolkit's DNS wait for `algo-N` hosts is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -45,7 +46,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -56,12 +57,14 @@ from botocore.validate import validate_parameters
 
 import contracts
 from local.process_groups import stop_process_group
+from training.pipeline_definition import VERSION, step_entries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_BIN = REPO_ROOT / ".venv-image" / "bin"
 LAUNCHER_SOURCE = Path(__file__).with_name("image_training.py")
 LAUNCHER_MODULE = "image_training:main"
-DEFINITION_VERSION = "2020-12-01"
+# Where a training container leaves its model (SM_MODEL_DIR); SageMaker packs it as model.tar.gz.
+MODEL_DIR = "/opt/ml/model"
 
 PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL = "Processing", "Training", "Condition", "RegisterModel", "Fail"
 STEP_TYPES = (PROCESSING, TRAINING, CONDITION, REGISTER_MODEL, FAIL)
@@ -144,27 +147,19 @@ class Step:
     property_files: tuple[PropertyFile, ...] = ()
     cache_enabled: bool = False
     cache_expire_after: timedelta | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Definition:
     parameters: Mapping[str, Parameter]
-    steps: tuple[Step, ...]
+    steps: Mapping[str, Step]
+    """Steps by name, in the definition's order."""
     dependencies: Mapping[str, frozenset[str]]
     """step -> the steps it waits for (Get references, DependsOn, the Condition whose branch holds it)."""
     branch_of: Mapping[str, tuple[str, bool]]
     """step -> (Condition step, outcome that runs it), for steps in a Condition's IfSteps/ElseSteps."""
-
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
-
-    @property
-    def order(self) -> list[str]:
-        return execution_order(self)
+    order: tuple[str, ...]
+    """The order the steps run in: after every step they depend on, ties in the definition's order."""
 
 
 def _iter_expressions(value: Any) -> Iterator[tuple[str, Any]]:
@@ -198,20 +193,6 @@ def _parse_duration(text: str, where: str) -> timedelta:
                      seconds=seconds)
 
 
-def _all_steps(raw_steps: Any, branch: tuple[str, bool] | None = None,
-               where: str = "Steps") -> Iterator[tuple[Mapping[str, Any], tuple[str, bool] | None]]:
-    """Every step with the Condition branch it sits in: SageMaker nests a branch's steps in IfSteps/ElseSteps."""
-    for index, raw in enumerate(raw_steps):
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
-            raise DefinitionError(f"{where}[{index}] must be a step object with a Name (a Condition's IfSteps and "
-                                  "ElseSteps hold whole steps, not names)")
-        yield raw, branch
-        arguments = raw.get("Arguments")
-        if raw.get("Type") == CONDITION and isinstance(arguments, Mapping):
-            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
-                yield from _all_steps(arguments.get(key) or [], (raw["Name"], outcome), f"{raw['Name']}.{key}")
-
-
 def parse_definition(document: Mapping[str, Any] | str) -> Definition:
     """Check a definition the way the service does before it runs anything; DefinitionError names the fault."""
     if isinstance(document, str):
@@ -221,9 +202,9 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             raise DefinitionError(f"the pipeline definition is not JSON ({exc})") from None
     if not isinstance(document, Mapping):
         raise DefinitionError("the pipeline definition must be a JSON object with Version, Parameters and Steps")
-    if document.get("Version") != DEFINITION_VERSION:
+    if document.get("Version") != VERSION:
         raise DefinitionError(f"definition Version is {document.get('Version')!r}; SageMaker Pipelines reads "
-                              f"{DEFINITION_VERSION!r}")
+                              f"{VERSION!r}")
     parameters: dict[str, Parameter] = {}
     for index, raw in enumerate(document.get("Parameters") or []):
         where = f"Parameters[{index}]"
@@ -241,7 +222,12 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
         raise DefinitionError("the definition has no Steps")
     steps: list[Step] = []
     branch_of: dict[str, tuple[str, bool]] = {}
-    for raw, branch in _all_steps(raw_steps):
+    # SageMaker nests a Condition's branches in its IfSteps/ElseSteps: whole steps, each in one branch.
+    for entry in step_entries(document):
+        raw = entry.value
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str):
+            raise DefinitionError(f"{entry.where} must be a step object with a Name (a Condition's IfSteps and "
+                                  "ElseSteps hold whole steps, not names)")
         name = raw["Name"]
         if not STEP_NAME.match(name):
             raise DefinitionError(f"step name {name!r} must match {STEP_NAME.pattern}", step=name)
@@ -253,6 +239,10 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
                 "local/pipeline_executor.py", step=name)
         if not isinstance(raw.get("Arguments", {}), Mapping):
             raise DefinitionError(f"step {name}: Arguments must be an object", step=name)
+        if kind == CONDITION:
+            for key in ("IfSteps", "ElseSteps"):
+                if not isinstance(raw.get("Arguments", {}).get(key) or [], list):
+                    raise DefinitionError(f"step {name}: {key} must be a list of step objects", step=name)
         cache = raw.get("CacheConfig") or {}
         expire = cache.get("ExpireAfter")
         steps.append(Step(
@@ -263,10 +253,9 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
                 for p in raw.get("PropertyFiles") or ()),
             cache_enabled=bool(cache.get("Enabled")),
             cache_expire_after=_parse_duration(expire, f"step {name} CacheConfig.ExpireAfter") if expire else None,
-            raw=raw,
         ))
-        if branch is not None:
-            branch_of[name] = branch
+        if entry.branch is not None:
+            branch_of[name] = entry.branch
     names = [s.name for s in steps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -297,9 +286,8 @@ def parse_definition(document: Mapping[str, Any] | str) -> Definition:
             if by_name[other].type == FAIL:
                 raise DefinitionError(f"step {step.name} can not depend on Fail step {other}: a Fail step ends the "
                                       "execution", step=step.name)
-    definition = Definition(parameters, tuple(steps), {k: frozenset(v) for k, v in dependencies.items()}, branch_of)
-    execution_order(definition)  # raises on a cycle
-    return definition
+    return Definition(parameters, by_name, {k: frozenset(v) for k, v in dependencies.items()}, branch_of,
+                      _execution_order(names, dependencies))
 
 
 def _check_reference(ref: Any, step: str, parameters: Mapping[str, Parameter], steps: Mapping[str, Step]) -> None:
@@ -331,12 +319,12 @@ def _check_reference(ref: Any, step: str, parameters: Mapping[str, Parameter], s
         raise DefinitionError(f"step {step}: Get {ref!r} must start with Parameters., Steps. or Execution.", step=step)
 
 
-def execution_order(definition: Definition) -> list[str]:
-    """Steps in an order that honours every dependency, ties broken by the definition's order."""
-    remaining = {name: set(deps) for name, deps in definition.dependencies.items()}
+def _execution_order(names: Sequence[str], dependencies: Mapping[str, set[str]]) -> tuple[str, ...]:
+    """Steps in an order that honours every dependency, ties broken by the definition's order; raises on a cycle."""
+    remaining = {name: set(deps) for name, deps in dependencies.items()}
     order: list[str] = []
     while remaining:
-        ready = [s.name for s in definition.steps if s.name in remaining and not remaining[s.name]]
+        ready = [name for name in names if name in remaining and not remaining[name]]
         if not ready:
             cycle = ", ".join(sorted(remaining))
             raise DefinitionError(f"the steps {cycle} depend on each other in a cycle; break it (check Get "
@@ -346,7 +334,7 @@ def execution_order(definition: Definition) -> list[str]:
             del remaining[name]
             for deps in remaining.values():
                 deps.discard(name)
-    return order
+    return tuple(order)
 
 
 def parameter_values(definition: Definition, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -491,6 +479,10 @@ class JobRecord:
     name: str
     description: dict[str, Any]
 
+    @property
+    def status_key(self) -> str:
+        return f"{self.kind}Status"
+
 
 @dataclass(frozen=True)
 class _Done:
@@ -573,7 +565,7 @@ class PipelineExecution:
     def __init__(self, definition: Definition, *, pipeline_arn: str, parameters: Mapping[str, Any],
                  sagemaker: Any, s3: Any, sandbox: Sandbox, execution_id: str | None = None,
                  display_name: str | None = None, cache: StepCache | None = None,
-                 definition_text: str = "", on_change: Callable[[PipelineExecution], None] | None = None) -> None:
+                 definition_text: str = "") -> None:
         self.definition = definition
         self.definition_text = definition_text
         self.pipeline_arn = pipeline_arn
@@ -589,7 +581,6 @@ class PipelineExecution:
         self.s3 = s3
         self.sandbox = sandbox
         self.cache = cache
-        self.on_change = on_change
         self.status = EXECUTING
         self.failure_reason: str | None = None
         self.created = datetime.now(timezone.utc)
@@ -634,14 +625,22 @@ class PipelineExecution:
             job = self.jobs.get(arn.rsplit("/", 1)[-1])
             return str(job.description.get("ExitMessage", "")) if job is not None else ""
 
+    def container_path(self, step: str, path: str) -> Path:
+        """Where a path of a step's container is on this machine (for a job on one instance)."""
+        return Path(map_container_paths(path, self.folder / step))
+
+    def output_folder(self, step: str, output: str) -> Path:
+        """Where a Processing step wrote its output `output` on this machine: the output's LocalPath, mapped."""
+        outputs = self.definition.steps[step].arguments["ProcessingOutputConfig"]["Outputs"]
+        [local_path] = [item["S3Output"]["LocalPath"] for item in outputs if item["OutputName"] == output]
+        return self.container_path(step, local_path)
+
     def _touch(self) -> None:
         self.last_modified = datetime.now(timezone.utc)
 
     def _changed(self) -> None:
         with self._lock:
             self._touch()
-        if self.on_change is not None:
-            self.on_change(self)
 
     # --- the run ---------------------------------------------------------------------------------------------
     def run(self) -> PipelineExecution:
@@ -653,7 +652,7 @@ class PipelineExecution:
                 if self._skipped(name):
                     self._not_run.add(name)
                     continue
-                if not self._run_step(self.definition.step(name)):
+                if not self._run_step(self.definition.steps[name]):
                     break
         except Exception as exc:  # an executor fault must still end the execution, with its reason
             with self._lock:
@@ -840,8 +839,8 @@ class PipelineExecution:
                 ".venv-image); run this step on SageMaker")
 
     # --- S3 ------------------------------------------------------------------------------------------------
-    def _download(self, uri: str, destination: Path, *, shard: tuple[int, int] | None = None) -> int:
-        """Objects under an S3Prefix into a folder (relative keys kept), as a File-mode input; returns the count."""
+    def _download(self, uri: str, destination: Path, *, shard: tuple[int, int] | None = None) -> None:
+        """Objects under an S3Prefix into a folder (relative keys kept), as a File-mode input."""
         bucket, prefix = parse_s3_uri(uri)
         keys: list[str] = []
         try:
@@ -865,11 +864,9 @@ class PipelineExecution:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
             with target.open("wb") as out:
                 shutil.copyfileobj(body, out, 1024 * 1024)
-        return len(keys)
 
-    def _upload_folder(self, folder: Path, uri: str) -> int:
+    def _upload_folder(self, folder: Path, uri: str) -> None:
         bucket, prefix = parse_s3_uri(uri)
-        count = 0
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(folder).as_posix()]))
             if path.stat().st_size > _SINGLE_PUT_BYTES:
@@ -877,8 +874,6 @@ class PipelineExecution:
             else:
                 with path.open("rb") as data:
                     self.s3.put_object(Bucket=bucket, Key=key, Body=data)
-            count += 1
-        return count
 
     # --- container processes -----------------------------------------------------------------------------------
     def _container_env(self, root: Path, extra: Mapping[str, str]) -> dict[str, str]:
@@ -891,12 +886,12 @@ class PipelineExecution:
         return env
 
     def _run_container(self, command: Sequence[str], *, root: Path, env: Mapping[str, str], log_path: Path,
-                       max_runtime: float, cwd: Path | None = None) -> tuple[int | None, str]:
+                       max_runtime: float) -> tuple[int | None, str]:
         """Run one container process to its end; returns (exit code or None, "exited" | "timeout")."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             # Its own session: the job's processes are stopped as one group (stop, max runtime, Ctrl-C upstream).
-            process = subprocess.Popen(list(command), cwd=cwd or root, env=dict(env), stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(list(command), cwd=root, env=dict(env), stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 deadline = time.monotonic() + max_runtime
@@ -953,57 +948,59 @@ class PipelineExecution:
 
         step_dir = self.folder / step.name
         messages: list[str] = []
-        failure: str | None = None
-        roots: list[Path] = []
-        for index, host in enumerate(hosts):
-            root = step_dir if len(hosts) == 1 else step_dir / host
-            roots.append(root)
-            opt_ml = root / "opt" / "ml"
-            config = opt_ml / "config"
-            config.mkdir(parents=True, exist_ok=True)
-            (config / "processingjobconfig.json").write_text(json.dumps(_json_ready(request)))
-            (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
-            (opt_ml / "output").mkdir(parents=True, exist_ok=True)
-            for item in inputs:
-                s3_input = item["S3Input"]
-                sharded = s3_input.get("S3DataDistributionType") == "ShardedByS3Key"
-                self._download(s3_input["S3Uri"], Path(map_container_paths(s3_input["LocalPath"], root)),
-                               shard=(index, len(hosts)) if sharded else None)
+        with self._ends_with_its_step(job, messages):
+            failure: str | None = None
+            roots: list[Path] = []
+            for index, host in enumerate(hosts):
+                root = step_dir if len(hosts) == 1 else step_dir / host
+                roots.append(root)
+                opt_ml = root / "opt" / "ml"
+                config = opt_ml / "config"
+                config.mkdir(parents=True, exist_ok=True)
+                (config / "processingjobconfig.json").write_text(json.dumps(_json_ready(request)))
+                (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
+                (opt_ml / "output").mkdir(parents=True, exist_ok=True)
+                for item in inputs:
+                    s3_input = item["S3Input"]
+                    sharded = s3_input.get("S3DataDistributionType") == "ShardedByS3Key"
+                    self._download(s3_input["S3Uri"], Path(map_container_paths(s3_input["LocalPath"], root)),
+                                   shard=(index, len(hosts)) if sharded else None)
+                for item in outputs:
+                    Path(map_container_paths(item["S3Output"]["LocalPath"], root)).mkdir(parents=True, exist_ok=True)
+                command = [map_container_paths(part, root)
+                           for part in entrypoint + list(app.get("ContainerArguments") or [])]
+                log_path = step_dir / "logs" / f"{host}.log"
+                record.log_paths.append(log_path)
+                try:
+                    code, how = self._run_container(command, root=root, log_path=log_path, max_runtime=max_runtime,
+                                                    env=self._container_env(root, request.get("Environment") or {}))
+                except OSError as exc:
+                    code, how = 127, "exited"
+                    log_path.write_text(f"cannot start {command[0]}: {exc}\n")
+                message_file = opt_ml / "output" / "message"
+                if message_file.is_file():
+                    messages.append(message_file.read_text(errors="replace"))
+                if how == "timeout":
+                    failure = f"ClientError: MaxRuntimeExceeded: the job ran longer than its {max_runtime:.0f} s " \
+                              "StoppingCondition.MaxRuntimeInSeconds"
+                    break
+                if code != 0:
+                    failure = PROCESSING_ALGORITHM_ERROR
+                    break
+            if failure is not None:
+                raise StepFailed(failure)
+            uploaded: dict[str, str] = {}
             for item in outputs:
-                Path(map_container_paths(item["S3Output"]["LocalPath"], root)).mkdir(parents=True, exist_ok=True)
-            command = [map_container_paths(part, root)
-                       for part in entrypoint + list(app.get("ContainerArguments") or [])]
-            log_path = step_dir / "logs" / f"{host}.log"
-            record.log_paths.append(log_path)
-            try:
-                code, how = self._run_container(command, root=root, log_path=log_path, max_runtime=max_runtime,
-                                                env=self._container_env(root, request.get("Environment") or {}))
-            except OSError as exc:
-                code, how = 127, "exited"
-                log_path.write_text(f"cannot start {command[0]}: {exc}\n")
-            except _Stopped:
-                self._finish_job(job, "Stopped", messages=messages)
-                raise
-            message_file = opt_ml / "output" / "message"
-            if message_file.is_file():
-                messages.append(message_file.read_text(errors="replace"))
-            if how == "timeout":
-                failure = f"ClientError: MaxRuntimeExceeded: the job ran longer than its {max_runtime:.0f} s " \
-                          "StoppingCondition.MaxRuntimeInSeconds"
-                break
-            if code != 0:
-                failure = PROCESSING_ALGORITHM_ERROR
-                break
-        if failure is not None:
-            self._finish_job(job, "Failed", messages=messages, failure=failure)
-            raise StepFailed(failure)
-        uploaded: dict[str, str] = {}
-        for item in outputs:
-            s3_output = item["S3Output"]
-            for root in roots:
-                self._upload_folder(Path(map_container_paths(s3_output["LocalPath"], root)), s3_output["S3Uri"])
-            uploaded[item["OutputName"]] = s3_output["S3Uri"]
-        self._finish_job(job, "Completed", messages=messages)
+                s3_output = item["S3Output"]
+                try:
+                    for root in roots:
+                        self._upload_folder(Path(map_container_paths(s3_output["LocalPath"], root)),
+                                            s3_output["S3Uri"])
+                except (ClientError, BotoCoreError, OSError) as exc:
+                    raise StepFailed(f"ClientError: cannot upload output {item['OutputName']} to "
+                                     f"{s3_output['S3Uri']}: {exc}") from None
+                uploaded[item["OutputName"]] = s3_output["S3Uri"]
+            self._finish_job(job, "Completed", messages=messages)
         property_files = {}
         for prop in step.property_files:
             if prop.output_name not in uploaded:
@@ -1016,15 +1013,40 @@ class PipelineExecution:
                     failure: str | None = None, **extra: Any) -> None:
         now = datetime.now(timezone.utc)
         with self._lock:
-            key = "ProcessingJobStatus" if job.kind == "ProcessingJob" else "TrainingJobStatus"
-            job.description[key] = status
+            job.description[job.status_key] = status
             job.description["LastModifiedTime"] = now
-            job.description["ProcessingEndTime" if job.kind == "ProcessingJob" else "TrainingEndTime"] = now
-            if messages and job.kind == "ProcessingJob":
-                job.description["ExitMessage"] = _truncate("".join(messages))
+            if job.kind == "ProcessingJob":
+                job.description["ProcessingEndTime"] = now
+                if messages:
+                    job.description["ExitMessage"] = _truncate("".join(messages))
+            else:
+                job.description["TrainingEndTime"] = now
+                job.description["SecondaryStatus"] = status
             if failure:
                 job.description["FailureReason"] = _truncate(failure)
             job.description.update(extra)
+
+    @contextlib.contextmanager
+    def _ends_with_its_step(self, job: JobRecord, messages: Sequence[str] = ()) -> Iterator[None]:
+        """A job still InProgress when its step stops or fails ends with it: Stopped, or Failed with the reason.
+
+        SageMaker never leaves a job running behind a failed step, whether the container ran or not (an input
+        prefix without objects fails the job before its container starts).
+        """
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, _Stopped):
+                status, reason = "Stopped", None
+            elif isinstance(exc, StepFailed):
+                status, reason = "Failed", exc.reason
+            else:
+                status, reason = "Failed", f"InternalError: {type(exc).__name__}: {exc}"
+            with self._lock:
+                still_open = job.description[job.status_key] == "InProgress"
+            if still_open:
+                self._finish_job(job, status, messages=messages, failure=reason)
+            raise
 
     # --- Training ----------------------------------------------------------------------------------------------
     def _training(self, step: Step, arguments: Mapping[str, Any], record: StepRecord) -> _Done:
@@ -1055,94 +1077,87 @@ class PipelineExecution:
             record.metadata["TrainingJob"] = {"Arn": arn}
         self._changed()
 
-        root = self.folder / step.name
-        opt_ml = root / "opt" / "ml"
-        config = opt_ml / "input" / "config"
-        config.mkdir(parents=True, exist_ok=True)
-        # SageMaker creates these before the container starts; the toolkit's failure path needs output/ to exist
-        # (without it its trainer exits 0 on a failed script).
-        for folder in (opt_ml / "model", opt_ml / "output" / "data", opt_ml / "code"):
-            folder.mkdir(parents=True, exist_ok=True)
-        channels = list(request.get("InputDataConfig") or [])
-        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters") or {}))
-        (config / "inputdataconfig.json").write_text(json.dumps({
-            c["ChannelName"]: {**({"ContentType": c["ContentType"]} if c.get("ContentType") else {}),
-                               "TrainingInputMode": c.get("InputMode", algorithm.get("TrainingInputMode", "File")),
-                               "S3DistributionType": c["DataSource"]["S3DataSource"].get(
-                                   "S3DataDistributionType", "FullyReplicated"),
-                               "RecordWrapperType": c.get("RecordWrapperType", "None")}
-            for c in channels}))
-        instance_type = resources.get("InstanceType", "local")
-        (config / "resourceconfig.json").write_text(json.dumps({
-            "current_host": "algo-1", "current_instance_type": instance_type,
-            "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
-            "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
-                                 "hosts": ["algo-1"]}],
-            "network_interface_name": "eth0"}))
-        for channel in channels:
-            source = channel["DataSource"].get("S3DataSource")
-            if source is None or source.get("S3DataType", "S3Prefix") != "S3Prefix":
-                raise StepFailed(f"ClientError: step {step.name} channel {channel['ChannelName']}: the embedded run "
-                                 "reads S3Prefix channels only")
-            self._download(source["S3Uri"], opt_ml / "input" / "data" / channel["ChannelName"])
-        launcher = root / "launcher"
-        launcher.mkdir(exist_ok=True)
-        shutil.copy2(LAUNCHER_SOURCE, launcher / LAUNCHER_SOURCE.name)
-        container_env = {
-            "SAGEMAKER_TRAINING_MODULE": LAUNCHER_MODULE,
-            "SM_INPUT": "/opt/ml/input",
-            "SM_INPUT_TRAINING_CONFIG_FILE": "/opt/ml/input/config/hyperparameters.json",
-            "SM_INPUT_DATA_CONFIG_FILE": "/opt/ml/input/config/inputdataconfig.json",
-            "SM_CHECKPOINT_CONFIG_FILE": "/opt/ml/input/config/checkpointconfig.json",
-            "SM_MODEL_DIR": "/opt/ml/model",
-            "TRAINING_JOB_NAME": name,
-            "TRAINING_JOB_ARN": arn,
-            **(request.get("Environment") or {}),
-        }
-        env = self._container_env(root, container_env)
-        env.update({
-            # The toolkit's own switch for "not on SageMaker": it reads /opt/ml from here.
-            "SAGEMAKER_BASE_DIR": str(opt_ml),
-            # The toolkit waits for every host's DNS name (algo-1 ...), which only SageMaker's network resolves;
-            # this is the switch it offers for running outside it (Studio local mode).
-            "SM_STUDIO_LOCAL_MODE": "true",
-            # Stands in for the image's site-packages, where sagemaker_sklearn_container lives; nothing else of
-            # the repository is importable by the job.
-            "PYTHONPATH": str(launcher),
-        })
-        # `train` is installed by both toolkits in the image; the image's training module is built on
-        # sagemaker-training, so its CLI module is called by name.
-        command = [str(self.sandbox.image_bin / "python3"), "-m", "sagemaker_training.cli.train"]
-        log_path = root / "logs" / "algo-1.log"
-        record.log_paths.append(log_path)
-        try:
+        with self._ends_with_its_step(job):
+            root = self.folder / step.name
+            opt_ml = root / "opt" / "ml"
+            config = opt_ml / "input" / "config"
+            config.mkdir(parents=True, exist_ok=True)
+            # SageMaker creates these before the container starts; the toolkit's failure path needs output/ to exist
+            # (without it its trainer exits 0 on a failed script).
+            for folder in (opt_ml / "model", opt_ml / "output" / "data", opt_ml / "code"):
+                folder.mkdir(parents=True, exist_ok=True)
+            channels = list(request.get("InputDataConfig") or [])
+            (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters") or {}))
+            (config / "inputdataconfig.json").write_text(json.dumps({
+                c["ChannelName"]: {**({"ContentType": c["ContentType"]} if c.get("ContentType") else {}),
+                                   "TrainingInputMode": c.get("InputMode", algorithm.get("TrainingInputMode", "File")),
+                                   "S3DistributionType": c["DataSource"]["S3DataSource"].get(
+                                       "S3DataDistributionType", "FullyReplicated"),
+                                   "RecordWrapperType": c.get("RecordWrapperType", "None")}
+                for c in channels}))
+            instance_type = resources.get("InstanceType", "local")
+            (config / "resourceconfig.json").write_text(json.dumps({
+                "current_host": "algo-1", "current_instance_type": instance_type,
+                "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
+                "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
+                                     "hosts": ["algo-1"]}],
+                "network_interface_name": "eth0"}))
+            for channel in channels:
+                source = channel["DataSource"].get("S3DataSource")
+                if source is None or source.get("S3DataType", "S3Prefix") != "S3Prefix":
+                    raise StepFailed(f"ClientError: step {step.name} channel {channel['ChannelName']}: the embedded "
+                                     "run reads S3Prefix channels only")
+                self._download(source["S3Uri"], opt_ml / "input" / "data" / channel["ChannelName"])
+            launcher = root / "launcher"
+            launcher.mkdir(exist_ok=True)
+            shutil.copy2(LAUNCHER_SOURCE, launcher / LAUNCHER_SOURCE.name)
+            container_env = {
+                "SAGEMAKER_TRAINING_MODULE": LAUNCHER_MODULE,
+                "SM_INPUT": "/opt/ml/input",
+                "SM_INPUT_TRAINING_CONFIG_FILE": "/opt/ml/input/config/hyperparameters.json",
+                "SM_INPUT_DATA_CONFIG_FILE": "/opt/ml/input/config/inputdataconfig.json",
+                "SM_CHECKPOINT_CONFIG_FILE": "/opt/ml/input/config/checkpointconfig.json",
+                "SM_MODEL_DIR": MODEL_DIR,
+                "TRAINING_JOB_NAME": name,
+                "TRAINING_JOB_ARN": arn,
+                **(request.get("Environment") or {}),
+            }
+            env = self._container_env(root, container_env)
+            env.update({
+                # The toolkit's own switch for "not on SageMaker": it reads /opt/ml from here.
+                "SAGEMAKER_BASE_DIR": str(opt_ml),
+                # The toolkit waits for every host's DNS name (algo-1 ...), which only SageMaker's network resolves;
+                # this is the switch it offers for running outside it (Studio local mode).
+                "SM_STUDIO_LOCAL_MODE": "true",
+                # Stands in for the image's site-packages, where sagemaker_sklearn_container lives; nothing else of
+                # the repository is importable by the job.
+                "PYTHONPATH": str(launcher),
+            })
+            # `train` is installed by both toolkits in the image; the image's training module is built on
+            # sagemaker-training, so its CLI module is called by name.
+            command = [str(self.sandbox.image_bin / "python3"), "-m", "sagemaker_training.cli.train"]
+            log_path = root / "logs" / "algo-1.log"
+            record.log_paths.append(log_path)
             code, how = self._run_container(command, root=root, env=env, log_path=log_path, max_runtime=max_runtime)
-        except _Stopped:
-            self._finish_job(job, "Stopped", SecondaryStatus="Stopped")
-            raise
-        if how == "timeout":
-            failure = (f"ClientError: MaxRuntimeExceeded: the training job ran longer than its {max_runtime:.0f} s "
-                       "StoppingCondition.MaxRuntimeInSeconds")
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="MaxRuntimeExceeded")
-            raise StepFailed(failure)
-        if code != 0:
-            failure_file = opt_ml / "output" / "failure"
-            said = failure_file.read_text(errors="replace").strip() if failure_file.is_file() else ""
-            failure = _truncate(f"AlgorithmError: {said}, exit code: {code}")
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="Failed")
-            raise StepFailed(failure)
-        model_uri = f"{output_path}/{name}/output/{contracts.MODEL_ARCHIVE}"
-        try:
-            self._upload_archive(opt_ml / "model", model_uri)
-            if any((opt_ml / "output" / "data").iterdir()):
-                self._upload_archive(opt_ml / "output" / "data", f"{output_path}/{name}/output/output.tar.gz")
-        except (ClientError, BotoCoreError, OSError) as exc:
-            failure = f"ClientError: cannot upload the model to {model_uri}: {exc}"
-            self._finish_job(job, "Failed", failure=failure, SecondaryStatus="Failed")
-            raise StepFailed(failure) from None
-        seconds = int((datetime.now(timezone.utc) - started).total_seconds()) or 1
-        self._finish_job(job, "Completed", SecondaryStatus="Completed", ModelArtifacts={"S3ModelArtifacts": model_uri},
-                         TrainingTimeInSeconds=seconds, BillableTimeInSeconds=seconds)
+            if how == "timeout":
+                failure = (f"ClientError: MaxRuntimeExceeded: the training job ran longer than its {max_runtime:.0f} s "
+                           "StoppingCondition.MaxRuntimeInSeconds")
+                self._finish_job(job, "Failed", failure=failure, SecondaryStatus="MaxRuntimeExceeded")
+                raise StepFailed(failure)
+            if code != 0:
+                failure_file = opt_ml / "output" / "failure"
+                said = failure_file.read_text(errors="replace").strip() if failure_file.is_file() else ""
+                raise StepFailed(_truncate(f"AlgorithmError: {said}, exit code: {code}"))
+            model_uri = f"{output_path}/{name}/output/{contracts.MODEL_ARCHIVE}"
+            try:
+                self._upload_archive(opt_ml / "model", model_uri)
+                if any((opt_ml / "output" / "data").iterdir()):
+                    self._upload_archive(opt_ml / "output" / "data", f"{output_path}/{name}/output/output.tar.gz")
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise StepFailed(f"ClientError: cannot upload the model to {model_uri}: {exc}") from None
+            seconds = int((datetime.now(timezone.utc) - started).total_seconds()) or 1
+            self._finish_job(job, "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri},
+                             TrainingTimeInSeconds=seconds, BillableTimeInSeconds=seconds)
         return _Done(copy.deepcopy(job.description), {"TrainingJob": {"Arn": arn}}, {})
 
     def _upload_archive(self, folder: Path, uri: str) -> None:

@@ -25,17 +25,15 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from local.loopback import LoopbackServer
+from local.loopback import LoopbackHandler, LoopbackShim
 from local.pipeline_executor import (
     TERMINAL,
-    DefinitionError,
     PipelineExecution,
     Sandbox,
     StepCache,
@@ -78,72 +76,43 @@ def _pipeline_name(name_or_arn: str) -> str:
     return name_or_arn.split(":pipeline/", 1)[1].split("/", 1)[0] if ":pipeline/" in name_or_arn else name_or_arn
 
 
-class PipelinesShim:
+class PipelinesShim(LoopbackShim):
     """The sagemaker endpoint of the embedded run: Pipelines executions here, everything else at moto."""
 
-    def __init__(self, moto_url: str, *, sagemaker: Any, s3: Any, sandbox: Sandbox,
-                 on_change: Callable[[PipelineExecution], None] | None = None) -> None:
+    label = "Pipelines shim"
+    endpoint_variable = ENV_SAGEMAKER_ENDPOINT
+    logger = LOG
+
+    def __init__(self, moto_url: str, *, sagemaker: Any, s3: Any, sandbox: Sandbox) -> None:
+        super().__init__()
         self.moto_url = moto_url.rstrip("/")
         self._sagemaker = sagemaker
         self._s3 = s3
         self._sandbox = sandbox
-        self._on_change = on_change
         self._cache = StepCache()
         self._lock = threading.Lock()
         self._executions: dict[str, PipelineExecution] = {}
         self._tokens: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
-        self._server: LoopbackServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> PipelinesShim:
-        if self._server is not None:
-            return self
-        self._server = LoopbackServer(_handler_for(self), "pipelines-shim")
-        LOG.info("sagemaker (Pipelines) shim on %s, forwarding to %s", self.url, self.moto_url)
-        return self
+    def _handler(self) -> type[LoopbackHandler]:
+        return _handler_for(self)
 
-    def stop(self) -> None:
-        """Stop every running execution (and its job), then the server. Safe to call twice."""
+    def _release(self) -> None:
+        """Every running execution, and its job."""
         with self._lock:
             executions, threads = list(self._executions.values()), list(self._threads)
         for execution in executions:
             execution.stop()
         for thread in threads:
             thread.join(timeout=STOP_JOIN_SECONDS)
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    def __enter__(self) -> PipelinesShim:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the Pipelines shim is not running; call start() or use it as a context manager")
-        return self._server.url
-
-    def environ(self) -> dict[str, str]:
-        """The variable that sends boto3's sagemaker calls here (sagemaker-runtime is another service)."""
-        return {ENV_SAGEMAKER_ENDPOINT: self.url}
 
     @property
     def executions(self) -> list[PipelineExecution]:
         """Every execution started here, oldest first."""
         with self._lock:
             return sorted(self._executions.values(), key=lambda e: e.created)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every execution has ended; False if the timeout came first."""
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
-        return not any(t.is_alive() for t in threads)
 
     # --- the API ---------------------------------------------------------------------------------------------
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -178,9 +147,8 @@ class PipelinesShim:
             execution = PipelineExecution(
                 parse_definition(text), pipeline_arn=pipeline["PipelineArn"], parameters=given,
                 sagemaker=self._sagemaker, s3=self._s3, sandbox=self._sandbox, cache=self._cache,
-                display_name=request.get("PipelineExecutionDisplayName"), definition_text=text,
-                on_change=self._on_change)
-        except (DefinitionError, ValueError) as exc:
+                display_name=request.get("PipelineExecutionDisplayName"), definition_text=text)
+        except ValueError as exc:  # DefinitionError is one too
             raise ApiError("ValidationException", f"pipeline {name}: {exc}") from None
         thread = threading.Thread(target=execution.run, name=f"execution-{execution.execution_id}", daemon=True)
         with self._lock:
@@ -276,13 +244,12 @@ class PipelinesShim:
             return exc.code, dict(exc.headers.items()), exc.read()
 
 
-def _handler_for(shim: PipelinesShim) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _handler_for(shim: PipelinesShim) -> type[LoopbackHandler]:
+    class Handler(LoopbackHandler):
+        logger = LOG
 
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._body()
             target = self.headers.get("X-Amz-Target", "")
             if target.startswith(TARGET_PREFIX):
                 try:
@@ -305,17 +272,5 @@ def _handler_for(shim: PipelinesShim) -> type[BaseHTTPRequestHandler]:
 
         do_POST = _handle
         do_GET = _handle
-
-        def _send(self, status: int, payload: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            LOG.debug("%s " + format, self.address_string(), *args)
 
     return Handler

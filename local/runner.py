@@ -332,18 +332,15 @@ def run_buildspec(spec: Buildspec, *, stage: str, source_dir: Path, env: Mapping
     return state
 
 
-def collect_artifacts(spec: Buildspec, source_dir: Path, destination: Path, stage: str) -> list[Path]:
+def collect_artifacts(spec: Buildspec, source_dir: Path, destination: Path, stage: str) -> None:
     """Copy the buildspec's artifact files (relative paths kept); a missing one fails, as in CodeBuild."""
     missing = [f for f in spec.artifact_files if not (source_dir / f).is_file()]
     if missing:
         raise StageFailed(stage, f"artifacts listed in {spec.path.name} were not produced: {', '.join(missing)}")
-    copied = []
     for name in spec.artifact_files:
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_dir / name, target)
-        copied.append(target)
-    return copied
 
 
 def snapshot_source(destination: Path) -> Path:
@@ -369,6 +366,14 @@ PIPELINE_STEPS = (contracts.STEP_PREPARE, contracts.STEP_TRAIN, contracts.STEP_E
                   contracts.STEP_REGISTER)
 
 
+def check_data_folder(data_dir: Path) -> None:
+    """What --data must name: a folder holding at least one file; ValueError says what is wrong and the fix."""
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a folder; pass the folder that holds the team's CSV files")
+    if not any(path.is_file() for path in data_dir.rglob("*")):
+        raise ValueError(f"{data_dir} is empty; put the team's CSV files in it")
+
+
 def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
     """The files a stack's data prefix gets (relative name -> bytes) and where they came from.
 
@@ -379,20 +384,16 @@ def training_files(data_dir: Path | None) -> tuple[dict[str, bytes], str]:
         from training.sample_data import SAMPLE_FILE, sample_csv
 
         return {SAMPLE_FILE: sample_csv()}, "the synthetic sample table (training.sample_data)"
-    if not data_dir.is_dir():
-        raise ValueError(f"--data {data_dir}: not a folder; pass the folder that holds the team's CSV files")
+    check_data_folder(data_dir)
     files = {path.relative_to(data_dir).as_posix(): path.read_bytes()
              for path in sorted(data_dir.rglob("*")) if path.is_file()}
-    if not files:
-        raise ValueError(f"--data {data_dir}: the folder is empty; put the team's CSV files in it")
     return files, str(data_dir)
 
 
-def data_summary(prepare_root: Path) -> str:
+def data_summary(report_folder: Path) -> str:
     """What Prepare read, from its data report: rows, files, and the columns it ignored."""
-    output = prepare_root / "opt" / "ml" / "processing" / "output"
     try:
-        report = json.loads((output / contracts.DATA_REPORT_OUTPUT / contracts.DATA_REPORT_FILE).read_text())
+        report = json.loads((report_folder / contracts.DATA_REPORT_FILE).read_text())
         ignored = ", ".join(report.get("ignored_columns") or []) or "none"
         return (f"{report['rows']} rows from {len(report['files'])} file(s), churn rate {report['churn_rate']:.1%}, "
                 f"ignored columns: {ignored}")
@@ -911,15 +912,18 @@ class DemoRun:
         for record in records:
             detail = step_detail(record)
             if record.name == contracts.STEP_PREPARE and record.status == "Succeeded":
-                detail = "; ".join(filter(None, [detail, data_summary(execution.folder / record.name)]))
+                report = execution.output_folder(record.name, contracts.DATA_REPORT_OUTPUT)
+                detail = "; ".join(filter(None, [detail, data_summary(report)]))
             self.result.pipeline_steps.append(PipelineStepTiming(record.name, record.status, record.seconds, detail))
             say(f"    {record.name:<12} {record.status:<10} {_fmt_seconds(record.seconds)}  {detail}".rstrip())
             if record.status == "Failed":
                 for log in record.log_paths:
                     say(f"      log: {_relative(log)}")
-        model_dir = execution.folder / contracts.STEP_TRAIN / "opt" / "ml" / "model"
-        evaluation = (execution.folder / contracts.STEP_EVALUATE / "opt" / "ml" / "processing" / "output" / "evaluation"
-                      / contracts.EVALUATION_FILE)
+        from local.pipeline_executor import MODEL_DIR
+        from training.pipeline_definition import EVALUATION_OUTPUT
+
+        model_dir = execution.container_path(contracts.STEP_TRAIN, MODEL_DIR)
+        evaluation = execution.output_folder(contracts.STEP_EVALUATE, EVALUATION_OUTPUT) / contracts.EVALUATION_FILE
         self.result.model_dir = model_dir if model_dir.is_dir() else None
         self.result.evaluation_path = evaluation if evaluation.is_file() else None
 

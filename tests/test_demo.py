@@ -17,16 +17,17 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import joblib
 import pandas as pd
 import pytest
+from conftest import needs_image
 
 import contracts
 from local import demo
-from local.emulator import EMULATOR_ACCOUNT, Emulator
-from local.pipeline_executor import IMAGE_BIN
+from local.emulator import EMULATOR_ACCOUNT, Bootstrap, Emulator
 from local.runner import (
     EXIT_DATA_REJECTED,
     EXIT_REJECTED,
@@ -48,8 +49,6 @@ from training.sample_data import make_dataset
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUCKET = f"{contracts.PROJECT}-{LOCAL_STACK}-artifacts-{EMULATOR_ACCOUNT}"
 GROUP = f"{contracts.PROJECT}-{LOCAL_STACK}"
-needs_image = pytest.mark.skipif(not (IMAGE_BIN / "python3").exists(),
-                                 reason=".venv-image is not built (make install builds it); the jobs run in it")
 
 
 def _answers(url: str) -> bool:
@@ -131,6 +130,52 @@ def test_model_below_the_quality_gate_registers_and_deploys_nothing_and_exits_3_
     assert [s.name for s in result.stages] == ["Build"]
     recorded = json.loads((tmp_path / "demo" / RESULT_FILE).read_text())
     assert (recorded["outcome"], recorded["exit_code"]) == ("stopped at Build", 3)
+
+
+def _champion_in_the_group(monkeypatch: pytest.MonkeyPatch, auc: float) -> None:
+    """The stack's group already holds an approved model with this AUC, as it does after a first release."""
+    bootstrap = Emulator.bootstrap
+
+    def bootstrap_with_a_champion(self: Emulator, *args: Any, **kwargs: Any) -> Bootstrap:
+        boot = bootstrap(self, *args, **kwargs)
+        metrics = {"binary_classification_metrics": {name: {"value": auc, "standard_deviation": 0.0}
+                                                     for name in ("accuracy", "auc")}}
+        key = f"champion/{contracts.EVALUATION_FILE}"
+        self.client("s3").put_object(Bucket=boot.bucket, Key=key, Body=json.dumps(metrics).encode())
+        self.client("sagemaker").create_model_package(
+            ModelPackageGroupName=boot.group, ModelApprovalStatus=contracts.STATUS_APPROVED,
+            InferenceSpecification={
+                "Containers": [{"Image": contracts.inference_image_uri(self.region),
+                                "ModelDataUrl": f"s3://{boot.bucket}/champion/{contracts.MODEL_ARCHIVE}"}],
+                "SupportedContentTypes": list(contracts.CONTENT_TYPES),
+                "SupportedResponseMIMETypes": list(contracts.CONTENT_TYPES)},
+            ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                          "S3Uri": f"s3://{boot.bucket}/{key}"}}})
+        return boot
+
+    monkeypatch.setattr(Emulator, "bootstrap", bootstrap_with_a_champion)
+
+
+@pytest.mark.slow
+@needs_image
+def test_model_that_does_not_beat_the_approved_champion_is_rejected_deploys_nothing_and_exits_3(
+        aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pipeline's QualityGate checks the bars only; beating the champion is the approval's own check.
+    _champion_in_the_group(monkeypatch, auc=1.0)
+
+    code, result, output = _run(DemoOptions(workdir=tmp_path / "demo", emulator_url=aws))
+
+    assert code == EXIT_REJECTED == 3, output
+    assert result is not None
+    assert [(s.name, s.ok) for s in result.stages] == [("Build", True), ("Approval", False)]
+    assert re.search(r"model rejected, nothing deployed: .*"
+                     r"champion \S+ auc 1\.0000: new 0\.\d+, gain -0\.\d+ < 0\.0000 FAIL", output), output
+    sagemaker = boto3.client("sagemaker")
+    package = sagemaker.describe_model_package(ModelPackageName=result.package_arn)
+    assert package["ModelApprovalStatus"] == contracts.STATUS_REJECTED
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+    recorded = json.loads((tmp_path / "demo" / RESULT_FILE).read_text())
+    assert (recorded["outcome"], recorded["exit_code"]) == ("stopped at Approval", 3)
 
 
 def _team_table(rows: int) -> pd.DataFrame:

@@ -224,6 +224,18 @@ def test_steps_only_read_steps_that_run_before_them() -> None:
             assert order.index(used) < order.index(step["Name"]), f"{step['Name']} reads {used}"
 
 
+def test_iter_steps_walks_a_malformed_definition_without_raising() -> None:
+    # Readers of any stack's definition (the executor, the policy pack) judge what they find; the walk never raises.
+    register = {"Name": "Register", "Type": "RegisterModel"}
+    gate = {"Name": "Gate", "Type": "Condition", "Arguments": {"IfSteps": ["Register", register], "ElseSteps": None}}
+    broken = {"Steps": [7, gate, {"Name": "Odd", "Type": "Condition", "Arguments": None}]}
+
+    assert list(pd.iter_steps({})) == list(pd.iter_steps({"Steps": "Prepare"})) == []
+    assert [s["Name"] for s in pd.iter_steps(broken)] == ["Gate", "Register", "Odd"]
+    assert [(e.where, e.branch) for e in pd.step_entries(broken)][1:4] == [
+        ("Steps[1]", None), ("Gate.IfSteps[0]", ("Gate", True)), ("Gate.IfSteps[1]", ("Gate", True))]
+
+
 def test_definition_json_is_compact_sorted_and_the_same_for_the_same_target() -> None:
     target = TARGETS["prod"]
     text = pd.definition_json(target)

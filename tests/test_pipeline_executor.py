@@ -16,18 +16,17 @@ from typing import Any
 
 import boto3
 import pytest
+from conftest import needs_image
 
 import contracts
 from local.emulator import aws_env
 from local.pipeline_executor import (
     EXECUTION_STEP_FAILURE,
-    IMAGE_BIN,
     PROCESSING_ALGORITHM_ERROR,
     DefinitionError,
     PipelineExecution,
     Sandbox,
     StepCache,
-    execution_order,
     map_container_paths,
     parameter_values,
     parse_definition,
@@ -42,9 +41,6 @@ GROUP = "executor-test-group"
 IMAGE = contracts.inference_image_uri(REGION)
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/sagemaker-execution"
 PIPELINE_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/executor-test"
-
-needs_image = pytest.mark.skipif(not (IMAGE_BIN / "python3").exists(),
-                                 reason=".venv-image is not built (make install builds it)")
 
 
 # --- Definition builders -----------------------------------------------------------------------------------
@@ -149,17 +145,44 @@ def emulator(aws: str) -> dict[str, Any]:
     return {"url": aws, "s3": s3, "sagemaker": sagemaker}
 
 
-def _execute(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any], cache: StepCache | None = None,
-             **parameters: Any) -> PipelineExecution:
-    execution = PipelineExecution(
+def _execution(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any],
+               cache: StepCache | None = None, **parameters: Any) -> PipelineExecution:
+    return PipelineExecution(
         parse_definition(document), pipeline_arn=PIPELINE_ARN, parameters=parameters,
         sagemaker=emulator["sagemaker"], s3=emulator["s3"], cache=cache,
         sandbox=Sandbox(jobs_root=tmp_path / "jobs", job_env=aws_env(emulator["url"], REGION, base={})))
-    return execution.run()
+
+
+def _execute(emulator: dict[str, Any], tmp_path: Path, document: dict[str, Any], cache: StepCache | None = None,
+             **parameters: Any) -> PipelineExecution:
+    return _execution(emulator, tmp_path, document, cache, **parameters).run()
+
+
+def _stop_once_started(execution: PipelineExecution, pid_file: str) -> str:
+    """Run the execution in a thread and stop it once its job has written its pid to `pid_file` (relative to the
+    execution's folder); returns that pid, after the execution has ended."""
+    runner = threading.Thread(target=execution.run)
+    runner.start()
+    path = execution.folder / pid_file
+    while not path.exists() or not path.read_text().strip():
+        assert runner.is_alive(), execution.snapshot()
+        time.sleep(0.05)
+
+    execution.stop()
+    runner.join(timeout=30)
+
+    assert not runner.is_alive()
+    return path.read_text().strip()
 
 
 def _steps(execution: PipelineExecution) -> dict[str, dict[str, Any]]:
     return {row["StepName"]: row for row in execution.snapshot()["steps"]}
+
+
+def _job(execution: PipelineExecution) -> dict[str, Any]:
+    """The description of the execution's one job, as DescribeProcessingJob / DescribeTrainingJob give it."""
+    [job] = execution.jobs.values()
+    return job.description
 
 
 def _put(s3: Any, key: str, body: bytes | str) -> None:
@@ -199,7 +222,7 @@ def test_steps_run_after_what_they_get_and_depend_on_whatever_the_listed_order()
     document["Steps"].reverse()
     document["Steps"].insert(0, {"Name": "Last", "Type": "Fail", "Arguments": {}, "DependsOn": ["Register"]})
 
-    order = execution_order(parse_definition(document))
+    order = parse_definition(document).order
 
     assert order.index("Score") < order.index("Gate") < order.index("Register") < order.index("Last")
     assert order.index("Gate") < order.index("Stop")
@@ -218,6 +241,9 @@ def test_a_conditions_branch_steps_are_nested_objects_not_names() -> None:
                            "Arguments": {"Conditions": [], "IfSteps": ["Register"], "ElseSteps": []}})
 
     with pytest.raises(DefinitionError, match=r"Gate.IfSteps\[0\] must be a step object"):
+        parse_definition(document)
+    document["Steps"][0]["Arguments"]["IfSteps"] = "Register"
+    with pytest.raises(DefinitionError, match=r"step Gate: IfSteps must be a list of step objects"):
         parse_definition(document)
 
 
@@ -362,7 +388,7 @@ def test_failed_processing_job_reports_the_containers_message_and_uploads_nothin
     assert execution.status == "Failed"
     assert list(steps) == ["Score"]
     assert steps["Score"]["FailureReason"] == PROCESSING_ALGORITHM_ERROR
-    job = next(iter(execution.jobs.values())).description
+    job = _job(execution)
     assert job["ProcessingJobStatus"] == "Failed"
     assert job["ExitMessage"] == "data rejected: churn.csv column churn\n"
     assert steps["Score"]["Metadata"]["ProcessingJob"]["Arn"] == job["ProcessingJobArn"]
@@ -375,12 +401,33 @@ def test_an_input_prefix_without_objects_fails_the_job_before_the_container_runs
         emulator: dict[str, Any], tmp_path: Path) -> None:
     execution = _execute(emulator, tmp_path, scored_pipeline(), DataUri=f"s3://{BUCKET}/nothing-here/")
 
-    steps = _steps(execution)
+    reason = _steps(execution)["Score"]["FailureReason"]
     assert execution.status == "Failed"
-    assert "No S3 objects found under S3 URL \"s3://executor-test/nothing-here/\"" in steps["Score"]["FailureReason"]
+    assert "No S3 objects found under S3 URL \"s3://executor-test/nothing-here/\"" in reason
     assert not (tmp_path / "jobs" / execution.execution_id / "Score" / "logs").exists()
+    job = _job(execution)
+    assert (job["ProcessingJobStatus"], job["FailureReason"]) == ("Failed", reason)
 
 
+@needs_image
+def test_an_output_that_cannot_be_uploaded_fails_the_step_and_its_job(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    document = definition(processing("Score", "echo done > /opt/ml/processing/output/report/done.txt",
+                                     outputs=("report",)))
+    document["Steps"][0]["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = \
+        "s3://no-such-bucket/report"
+
+    execution = _execute(emulator, tmp_path, document)
+
+    reason = _steps(execution)["Score"]["FailureReason"]
+    assert execution.failure_reason == EXECUTION_STEP_FAILURE
+    assert reason.startswith("ClientError: cannot upload output report to s3://no-such-bucket/report:")
+    assert "NoSuchBucket" in reason
+    job = _job(execution)
+    assert (job["ProcessingJobStatus"], job["FailureReason"]) == ("Failed", reason)
+
+
+@needs_image
 def test_a_request_the_api_would_reject_fails_the_step_in_the_services_words(
         emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Score", "true"))
@@ -393,6 +440,7 @@ def test_a_request_the_api_would_reject_fails_the_step_in_the_services_words(
     assert "InstanceCount" in reason
 
 
+@needs_image
 def test_an_image_other_than_the_scikit_learn_one_is_refused(emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Score", "true"))
     document["Steps"][0]["Arguments"]["AppSpecification"]["ImageUri"] = "123.dkr.ecr.us-east-1.amazonaws.com/x:1"
@@ -406,23 +454,14 @@ def test_an_image_other_than_the_scikit_learn_one_is_refused(emulator: dict[str,
 def test_stop_ends_the_running_job_and_the_execution_is_stopped(emulator: dict[str, Any], tmp_path: Path) -> None:
     document = definition(processing("Wait", "echo $$ > /opt/ml/processing/output/pid/pid; sleep 120",
                                      outputs=("pid",)))
-    execution = PipelineExecution(
-        parse_definition(document), pipeline_arn=PIPELINE_ARN, parameters={}, sagemaker=emulator["sagemaker"],
-        s3=emulator["s3"], sandbox=Sandbox(tmp_path / "jobs", aws_env(emulator["url"], REGION, base={})))
-    runner = threading.Thread(target=execution.run)
-    runner.start()
-    pid_file = tmp_path / "jobs" / execution.execution_id / "Wait" / "opt/ml/processing/output/pid/pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert runner.is_alive(), execution.snapshot()
-        time.sleep(0.05)
+    execution = _execution(emulator, tmp_path, document)
 
-    execution.stop()
-    runner.join(timeout=30)
+    pid = _stop_once_started(execution, "Wait/opt/ml/processing/output/pid/pid")
 
-    assert not runner.is_alive()
     assert execution.status == "Stopped"
     assert _steps(execution)["Wait"]["StepStatus"] == "Stopped"
-    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+    assert _job(execution)["ProcessingJobStatus"] == "Stopped"
+    assert not Path(f"/proc/{pid}").exists()
 
 
 @needs_image
@@ -529,7 +568,7 @@ def test_training_runs_the_script_through_the_toolkit_and_uploads_model_tar_gz(
     execution = _execute(training_inputs, tmp_path, training_pipeline())
 
     assert execution.status == "Succeeded", _steps(execution)
-    job = next(iter(execution.jobs.values())).description
+    job = _job(execution)
     model_url = job["ModelArtifacts"]["S3ModelArtifacts"]
     assert model_url == f"s3://{BUCKET}/runs/{execution.execution_id}/Fit/{job['TrainingJobName']}/output/model.tar.gz"
     archive = training_inputs["s3"].get_object(Bucket=BUCKET, Key=model_url.split("/", 3)[3])["Body"].read()
@@ -554,6 +593,19 @@ def test_failed_training_script_fails_the_step_with_the_toolkits_reason_and_uplo
     assert "fit/train.py --fail 1 --rows 25" in reason
     uploaded = training_inputs["s3"].list_objects_v2(Bucket=BUCKET, Prefix="runs/")
     assert "Contents" not in uploaded
+
+
+@needs_image
+def test_a_channel_without_objects_fails_the_training_job_before_the_container_runs(
+        emulator: dict[str, Any], tmp_path: Path) -> None:
+    execution = _execute(emulator, tmp_path, training_pipeline())
+
+    reason = _steps(execution)["Fit"]["FailureReason"]
+    assert execution.status == "Failed"
+    assert "No S3 objects found under S3 URL \"s3://executor-test/train\"" in reason
+    assert not (tmp_path / "jobs" / execution.execution_id / "Fit" / "logs").exists()
+    job = _job(execution)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"], job["FailureReason"]) == ("Failed", "Failed", reason)
 
 
 # --- The stacks' own definitions, end to end ------------------------------------------------------------------------
@@ -631,20 +683,10 @@ def test_the_stacks_definition_runs_end_to_end_and_registers_the_inline_paths_pa
 @needs_image
 def test_stopping_a_training_step_ends_the_users_script_not_only_the_trainer(
         training_inputs: dict[str, Any], tmp_path: Path) -> None:
-    execution = PipelineExecution(
-        parse_definition(training_pipeline(sleep=120)), pipeline_arn=PIPELINE_ARN, parameters={},
-        sagemaker=training_inputs["sagemaker"], s3=training_inputs["s3"],
-        sandbox=Sandbox(tmp_path / "jobs", aws_env(training_inputs["url"], REGION, base={})))
-    runner = threading.Thread(target=execution.run)
-    runner.start()
-    pid_file = tmp_path / "jobs" / execution.execution_id / "Fit" / "opt/ml/output/data/pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert runner.is_alive(), execution.snapshot()
-        time.sleep(0.05)
+    execution = _execution(training_inputs, tmp_path, training_pipeline(sleep=120))
 
-    execution.stop()
-    runner.join(timeout=30)
+    pid = _stop_once_started(execution, "Fit/opt/ml/output/data/pid")
 
     assert execution.status == "Stopped"
-    assert next(iter(execution.jobs.values())).description["TrainingJobStatus"] == "Stopped"
-    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+    assert _job(execution)["TrainingJobStatus"] == "Stopped"
+    assert not Path(f"/proc/{pid}").exists()

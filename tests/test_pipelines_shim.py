@@ -13,10 +13,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from conftest import needs_image
 
 import contracts
 from local.emulator import aws_env
-from local.pipeline_executor import IMAGE_BIN, PROCESSING_ALGORITHM_ERROR, Sandbox
+from local.pipeline_executor import PROCESSING_ALGORITHM_ERROR, Sandbox
 from local.pipelines_shim import ENV_SAGEMAKER_ENDPOINT, PipelinesShim
 
 REGION = "us-east-1"
@@ -25,9 +26,6 @@ GROUP = "shim-test-group"
 PIPELINE = "shim-test-pipeline"
 IMAGE = contracts.inference_image_uri(REGION)
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
-
-needs_image = pytest.mark.skipif(not (IMAGE_BIN / "python3").exists(),
-                                 reason=".venv-image is not built (make install builds it)")
 
 
 def _processing(name: str, script: str) -> dict[str, Any]:
@@ -167,6 +165,8 @@ def test_stop_pipeline_execution_stops_the_running_job(client: Any) -> None:
     assert described["PipelineExecutionStatus"] == "Stopped"
     steps = client.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
     assert [s["StepStatus"] for s in steps] == ["Stopped"]
+    job_name = steps[0]["Metadata"]["ProcessingJob"]["Arn"].rsplit("/", 1)[1]
+    assert client.describe_processing_job(ProcessingJobName=job_name)["ProcessingJobStatus"] == "Stopped"
 
 
 @needs_image

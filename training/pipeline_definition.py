@@ -451,19 +451,51 @@ def definition_json(target: PipelineTarget) -> str:
     return json.dumps(definition(target), sort_keys=True, separators=(",", ":"))
 
 
-def iter_steps(pipeline: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every step of a definition, including those nested in a Condition's IfSteps and ElseSteps."""
-    pending = list(pipeline["Steps"])
-    while pending:
-        step = pending.pop(0)
-        yield step
-        if step.get("Type") == "Condition":
-            pending += list(step["Arguments"].get("IfSteps", [])) + list(step["Arguments"].get("ElseSteps", []))
+@dataclass(frozen=True)
+class StepEntry:
+    """One entry of a definition's step lists, as written, and where it stands."""
+
+    where: str
+    """`Steps[0]`, or `<Condition>.IfSteps[1]` for a step in a Condition's branch."""
+    value: Any
+    """The step object, or whatever else the list holds at that place."""
+    branch: tuple[str, bool] | None
+    """(Condition, the outcome that runs it) for a step in IfSteps (True) or ElseSteps (False)."""
 
 
-def find_step(pipeline: Mapping[str, Any], name: str) -> dict[str, Any]:
+def step_entries(pipeline: Any) -> Iterator[StepEntry]:
+    """Every entry of Steps and of each Condition's IfSteps and ElseSteps, in document order (a Condition's
+    branches right after it). Reads any JSON: a missing or non-list step list holds nothing, and an entry that is
+    not a step object is yielded as it stands, for the caller to judge."""
+    yield from _entries(pipeline.get("Steps") if isinstance(pipeline, Mapping) else None, "Steps", None)
+
+
+def _entries(steps: Any, where: str, branch: tuple[str, bool] | None) -> Iterator[StepEntry]:
+    if not isinstance(steps, list):
+        return
+    for index, value in enumerate(steps):
+        yield StepEntry(f"{where}[{index}]", value, branch)
+        if not isinstance(value, Mapping) or value.get("Type") != "Condition":
+            continue
+        arguments = value.get("Arguments")
+        if isinstance(arguments, Mapping):
+            name = value.get("Name")
+            label = name if isinstance(name, str) else f"{where}[{index}]"
+            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
+                yield from _entries(arguments.get(key), f"{label}.{key}", (label, outcome))
+
+
+def iter_steps(pipeline: Any) -> Iterator[dict[str, Any]]:
+    """Every step object of a definition, those in a Condition's IfSteps and ElseSteps included, in document
+    order; anything else in a step list is skipped."""
+    for entry in step_entries(pipeline):
+        if isinstance(entry.value, dict):
+            yield entry.value
+
+
+def find_step(pipeline: Any, name: str) -> dict[str, Any]:
     for step in iter_steps(pipeline):
-        if step["Name"] == name:
+        if step.get("Name") == name:
             return step
     raise KeyError(f"the pipeline definition has no step named {name!r}")
 
