@@ -45,14 +45,8 @@ class ModelBuildPipelineArgs(TypedDict):
     """What configures the bucket (the ArtifactStore): the sample is written once its encryption applies."""
 
 
-def sample_data_key(stack: str) -> str:
-    return f"{contracts.training_data_prefix(stack)}{SAMPLE_DATA_FILE}"
-
-
 class ModelBuildPipeline(pulumi.ComponentResource):
     pipeline_name: pulumi.Output[str] | None
-    pipeline_arn: pulumi.Output[str] | None
-    sample_data_key: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: ModelBuildPipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(COMPONENT_TOKEN, name, None, opts)
@@ -61,21 +55,19 @@ class ModelBuildPipeline(pulumi.ComponentResource):
         training = args["training"]
 
         sample = args.get("sample_data")
-        self.sample_data_key = None
         if sample is not None:
             settings = args.get("bucket_settings")
-            seeded = aws.s3.BucketObjectv2(
+            aws.s3.BucketObjectv2(
                 f"{name}-sample-data",
                 bucket=args["bucket"],
-                key=sample_data_key(names.stack),
+                key=f"{contracts.training_data_prefix(names.stack)}{SAMPLE_DATA_FILE}",
                 source=sample,
                 content_type="text/csv",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[settings] if settings is not None else None),
             )
-            self.sample_data_key = seeded.key
 
-        self.pipeline_name = self.pipeline_arn = None
-        if training.compute == "pipeline":
+        self.pipeline_name = None
+        if training.uses_pipeline:
             def render(values: list[Any]) -> str:
                 bucket, group, role_arn, data_uri = values
                 return definition_json(PipelineTarget(
@@ -97,9 +89,5 @@ class ModelBuildPipeline(pulumi.ComponentResource):
                 opts=child,
             )
             self.pipeline_name = pipeline.pipeline_name
-            self.pipeline_arn = pipeline.arn
 
-        outputs = {key: value for key, value in
-                   {"pipeline_name": self.pipeline_name, "pipeline_arn": self.pipeline_arn,
-                    "sample_data_key": self.sample_data_key}.items() if value is not None}
-        self.register_outputs(outputs)
+        self.register_outputs({"pipeline_name": self.pipeline_name} if self.pipeline_name is not None else {})
