@@ -21,7 +21,7 @@ from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs
 from components.naming import StackNames, partition_of
 from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection, notifies_approvers
 from components.registry import ModelRegistry
-from components.roles import ModelBuildAccess, Roles, RolesArgs
+from components.roles import Roles, RolesArgs
 from components.storage import ArtifactStore
 from config import Settings, load_settings, with_capture_destinations, with_rollback_alarms
 
@@ -63,6 +63,7 @@ def main() -> None:
     source = (SourceConnection("source", {"names": names, "existing_arn": settings.connection_arn}, opts=on_aws)
               if codepipeline else None)
     image_account = contracts.SKLEARN_IMAGE_ACCOUNTS[region]
+    training_data_uri = store.bucket.apply(settings.training_data_uri)
     roles_args: RolesArgs = {
         "names": names,
         "region": region,
@@ -75,10 +76,8 @@ def main() -> None:
         "repository": settings.github.repository,
         "branch": settings.github.branch,
         "oidc_provider_arn": settings.github.oidc_provider_arn,
-        "model_build": ModelBuildAccess(
-            compute=settings.model_build.training.compute,
-            custom_training_data_uri=settings.model_build.custom_training_data_uri,
-        ),
+        "training": settings.model_build.training,
+        "training_data_uri": training_data_uri,
     }
     if source is not None:
         roles_args["connection_arn"] = source.arn
@@ -109,7 +108,6 @@ def main() -> None:
             "log_retention_days": settings.log_retention_days,
         }, opts=before_janitor)
 
-    training_data_uri = store.bucket.apply(settings.training_data_uri)
     model_build_args: ModelBuildPipelineArgs = {
         "names": names,
         "region": region,

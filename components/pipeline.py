@@ -21,6 +21,10 @@ COMPONENT_TOKEN = "sagemaker-mlops:pipeline:ModelPipeline"  # noqa: S105 - a Pul
 CODEBUILD_IMAGE = "aws/codebuild/standard:7.0"
 SOURCE_ARTIFACT = "SourceArtifact"
 BUILD_ARTIFACT = "BuildArtifact"
+# CodePipeline keys an artifact's objects in the artifact store `<pipeline>/<artifact>/<random id>`, each name
+# cut to these lengths (e.g. sagemaker-mlops-prod/BuildArtif/AbC12dE); the build role may write only there.
+ARTIFACT_KEY_PIPELINE_CHARS = 20
+ARTIFACT_KEY_ARTIFACT_CHARS = 10
 # Only changes under training/ start a run: infrastructure and docs changes do not retrain.
 TRIGGER_FILE_PATHS = ("training/**",)
 
@@ -28,6 +32,11 @@ TRIGGER_FILE_PATHS = ("training/**",)
 def pipeline_console_url(region: str, pipeline_name: str) -> str:
     return (f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/"
             f"{pipeline_name}/view?region={region}")
+
+
+def artifact_key_prefix(pipeline_name: str, artifact: str) -> str:
+    """Where CodePipeline stores `artifact`'s objects of the pipeline in its artifact store."""
+    return f"{pipeline_name[:ARTIFACT_KEY_PIPELINE_CHARS]}/{artifact[:ARTIFACT_KEY_ARTIFACT_CHARS]}/"
 
 
 def group_console_url(region: str, group_name: str) -> str:
