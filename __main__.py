@@ -17,7 +17,7 @@ from components.approval import AutoApproval
 from components.audit import AuditTrail
 from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs
 from components.janitor import EndpointJanitor
-from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs
+from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs, ModelStackArgs
 from components.naming import StackNames, partition_of
 from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection, notifies_approvers
 from components.registry import ModelRegistry
@@ -108,13 +108,16 @@ def main() -> None:
             "log_retention_days": settings.log_retention_days,
         }, opts=before_janitor)
 
-    model_build_args: ModelBuildPipelineArgs = {
+    model_stack: ModelStackArgs = {
         "names": names,
         "region": region,
         "bucket": store.bucket,
         "group_name": registry.group_name,
         "execution_role_arn": roles.sagemaker_execution_role_arn,
         "image_uri": settings.inference_image_uri,
+    }
+    model_build_args: ModelBuildPipelineArgs = {
+        **model_stack,
         "training_data_uri": training_data_uri,
         "thresholds": settings.approval.thresholds,
         "training": settings.model_build.training,
@@ -130,18 +133,13 @@ def main() -> None:
     if source is not None:
         assert roles.codepipeline_role_arn and roles.train_build_role_arn and roles.deploy_build_role_arn
         pipeline_args: ModelPipelineArgs = {
-            "names": names,
-            "region": region,
+            **model_stack,
             "repository": settings.github.repository,
             "branch": settings.github.branch,
             "connection_arn": source.arn,
-            "bucket": store.bucket,
-            "group_name": registry.group_name,
-            "inference_image_uri": settings.inference_image_uri,
             "pipeline_role_arn": roles.codepipeline_role_arn,
             "train_role_arn": roles.train_build_role_arn,
             "deploy_role_arn": roles.deploy_build_role_arn,
-            "execution_role_arn": roles.sagemaker_execution_role_arn,
             "deployment_stages": stages,
             "deployment_stages_json": stages_json,
             "approval_mode": settings.approval.mode,

@@ -25,16 +25,23 @@ COMPONENT_TOKEN = "sagemaker-mlops:model_build:ModelBuildPipeline"  # noqa: S105
 SAMPLE_DATA_FILE = "churn.csv"
 
 
-class ModelBuildPipelineArgs(TypedDict):
+class ModelStackArgs(TypedDict):
+    """The stack's model resources, which this component and (orchestrator codepipeline)
+    components.pipeline.ModelPipeline, whose builds start this pipeline and deploy its models, both act on."""
+
     names: StackNames
     region: str
     bucket: pulumi.Input[str]
+    """The artifact bucket."""
     group_name: pulumi.Input[str]
-    """The stack's model package group: the Register step registers into it (and only it)."""
+    """The stack's model package group: models are registered into it (and only it)."""
     execution_role_arn: pulumi.Input[str]
-    """The pipeline's role, which its jobs run as too (SageMaker execution role)."""
+    """The SageMaker execution role: the pipeline and its jobs run as it, the endpoints' models too."""
     image_uri: str
     """The scikit-learn image: it runs the Prepare, Train and Evaluate jobs and serves the model."""
+
+
+class ModelBuildPipelineArgs(ModelStackArgs):
     training_data_uri: pulumi.Input[str]
     thresholds: Mapping[str, float]
     """The approval thresholds: the QualityGate step fails a model below any of them."""

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 import contracts
+from components.model_build import ModelStackArgs
 from components.naming import StackNames, codebuild_log_group
 
 SOURCE_COMPONENT_TOKEN = "sagemaker-mlops:pipeline:SourceConnection"  # noqa: S105 - a Pulumi type token
@@ -108,19 +109,13 @@ class SourceConnection(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
-class ModelPipelineArgs(TypedDict):
-    names: StackNames
-    region: str
+class ModelPipelineArgs(ModelStackArgs):
     repository: str
     branch: str
     connection_arn: pulumi.Input[str]
-    bucket: pulumi.Input[str]
-    group_name: pulumi.Input[str]
-    inference_image_uri: str
     pipeline_role_arn: pulumi.Input[str]
     train_role_arn: pulumi.Input[str]
     deploy_role_arn: pulumi.Input[str]
-    execution_role_arn: pulumi.Input[str]
     deployment_stages: Sequence[contracts.DeploymentStage]
     deployment_stages_json: pulumi.Input[str]
     """contracts.dump_deployment_stages of the stages (with capture destinations and alarm names)."""
@@ -169,7 +164,7 @@ class ModelPipeline(pulumi.ComponentResource):
         }
         train = self._project(
             "train", names.train_project, args["train_role_arn"], contracts.TRAIN_BUILDSPEC,
-            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["inference_image_uri"], **args["model_build_env"]},
+            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["image_uri"], **args["model_build_env"]},
             args["log_retention_days"], timeout_minutes=args["train_timeout_minutes"],
         )
         deploy = self._project(
