@@ -16,11 +16,11 @@ from components.approval import AutoApproval
 from components.audit import AuditTrail
 from components.github import GitHubIntegration, GitHubIntegrationArgs, TriggerArgs
 from components.janitor import EndpointJanitor
-from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs
+from components.model_build import ModelBuildPipeline, ModelBuildPipelineArgs, ModelStackArgs
 from components.naming import StackNames, partition_of
 from components.pipeline import ModelPipeline, ModelPipelineArgs, SourceConnection, notifies_approvers
 from components.registry import ModelRegistry
-from components.roles import ModelBuildAccess, Roles, RolesArgs
+from components.roles import Roles, RolesArgs
 from components.storage import ArtifactStore
 from config import Settings, load_settings, with_capture_destinations, with_rollback_alarms
 
@@ -62,6 +62,7 @@ def main() -> None:
     source = (SourceConnection("source", {"names": names, "existing_arn": settings.connection_arn}, opts=on_aws)
               if codepipeline else None)
     image_account = contracts.SKLEARN_IMAGE_ACCOUNTS[region]
+    training_data_uri = store.bucket.apply(settings.training_data_uri)
     roles_args: RolesArgs = {
         "names": names,
         "region": region,
@@ -74,10 +75,8 @@ def main() -> None:
         "repository": settings.github.repository,
         "branch": settings.github.branch,
         "oidc_provider_arn": settings.github.oidc_provider_arn,
-        "model_build": ModelBuildAccess(
-            compute=settings.model_build.training.compute,
-            custom_training_data_uri=settings.model_build.custom_training_data_uri,
-        ),
+        "training": settings.model_build.training,
+        "training_data_uri": training_data_uri,
     }
     if source is not None:
         roles_args["connection_arn"] = source.arn
@@ -108,14 +107,16 @@ def main() -> None:
             "log_retention_days": settings.log_retention_days,
         }, opts=before_janitor)
 
-    training_data_uri = store.bucket.apply(settings.training_data_uri)
-    model_build_args: ModelBuildPipelineArgs = {
+    model_stack: ModelStackArgs = {
         "names": names,
         "region": region,
         "bucket": store.bucket,
         "group_name": registry.group_name,
         "execution_role_arn": roles.sagemaker_execution_role_arn,
         "image_uri": settings.inference_image_uri,
+    }
+    model_build_args: ModelBuildPipelineArgs = {
+        **model_stack,
         "training_data_uri": training_data_uri,
         "thresholds": settings.approval.thresholds,
         "training": settings.model_build.training,
@@ -131,18 +132,13 @@ def main() -> None:
     if source is not None:
         assert roles.codepipeline_role_arn and roles.train_build_role_arn and roles.deploy_build_role_arn
         pipeline_args: ModelPipelineArgs = {
-            "names": names,
-            "region": region,
+            **model_stack,
             "repository": settings.github.repository,
             "branch": settings.github.branch,
             "connection_arn": source.arn,
-            "bucket": store.bucket,
-            "group_name": registry.group_name,
-            "inference_image_uri": settings.inference_image_uri,
             "pipeline_role_arn": roles.codepipeline_role_arn,
             "train_role_arn": roles.train_build_role_arn,
             "deploy_role_arn": roles.deploy_build_role_arn,
-            "execution_role_arn": roles.sagemaker_execution_role_arn,
             "deployment_stages": stages,
             "deployment_stages_json": stages_json,
             "approval_mode": settings.approval.mode,

@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import pulumi
@@ -74,16 +74,6 @@ _OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.action
 _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
-# `training` keys (camelCase, like deploymentStages) -> contracts.TrainingSettings fields.
-TRAINING_KEYS = {
-    "compute": "compute",
-    "instanceType": "instance_type",
-    "processingInstanceCount": "processing_instance_count",
-    "volumeSizeGb": "volume_size_gb",
-    "maxRuntimeSeconds": "max_runtime_seconds",
-    "spot": "use_spot",
-    "maxWaitSeconds": "max_wait_seconds",
-}
 # SageMaker's own limits (botocore's model of CreateProcessingJob / CreateTrainingJob).
 MAX_PROCESSING_INSTANCES = 100
 MAX_VOLUME_SIZE_GB = 16384
@@ -143,10 +133,6 @@ class ModelBuildSettings:
     sample_data: bool
     """Seed the default prefix with the synthetic churn table (only with the default prefix)."""
 
-    @property
-    def uses_pipeline(self) -> bool:
-        return self.training.compute == "pipeline"
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -183,20 +169,16 @@ class Settings:
     def has_production_gate(self) -> bool:
         return any(stage.requires_approval for stage in self.deployment_stages)
 
-    @property
-    def model_build_pipeline_name(self) -> str:
-        return contracts.model_build_pipeline_name(self.project, self.stack)
-
     def training_data_uri(self, bucket: str) -> str:
         """Where the build and the pipeline read the team's CSV files (the bucket is known only at deploy)."""
         return (self.model_build.custom_training_data_uri
-                or f"s3://{bucket}/{contracts.training_data_prefix(self.stack)}")
+                or contracts.default_training_data_uri(bucket, self.stack))
 
     @property
     def train_build_timeout_minutes(self) -> int:
         """The train build's timeout: with compute `pipeline` the longest pipeline execution plus the
         build's own work (the build stops the execution before the timeout ends the build)."""
-        if not self.model_build.uses_pipeline:
+        if not self.model_build.training.uses_pipeline:
             return INLINE_BUILD_TIMEOUT_MINUTES
         return self.model_build_wait_minutes + BUILD_OVERHEAD_MINUTES
 
@@ -272,6 +254,11 @@ def _optional_arn(raw: Mapping[str, str], name: str, pattern: re.Pattern[str], e
 
 def _camel_to_snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _snake_to_camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
 
 
 def _snake_keys(value: Any) -> Any:
@@ -444,9 +431,11 @@ def _training(raw: Mapping[str, str]) -> contracts.TrainingSettings:
     given = _json(raw, name)
     if not isinstance(given, dict):
         raise _fail(name, "must be an object", "e.g. `pulumi config set --path training.instanceType ml.m5.xlarge`")
-    unknown = sorted(set(given) - set(TRAINING_KEYS))
+    # camelCase like deploymentStages: each key is a contracts.TrainingSettings field.
+    keys = [_snake_to_camel(f.name) for f in fields(contracts.TrainingSettings)]
+    unknown = sorted(set(given) - set(keys))
     if unknown:
-        raise _fail(name, f"has unknown keys {unknown}", f"use {', '.join(TRAINING_KEYS)} (camelCase)")
+        raise _fail(name, f"has unknown keys {unknown}", f"use {', '.join(keys)} (camelCase)")
     # A stack file's object replaces Pulumi.yaml's default as a whole: keys left out keep their defaults.
     values = {**DEFAULTS[name], **given}
 
@@ -496,7 +485,7 @@ def _training(raw: Mapping[str, str]) -> contracts.TrainingSettings:
         processing_instance_count=integer("processingInstanceCount", 1, MAX_PROCESSING_INSTANCES, 1),
         volume_size_gb=integer("volumeSizeGb", 1, MAX_VOLUME_SIZE_GB, 30),
         max_runtime_seconds=runtime,
-        use_spot=spot,
+        spot=spot,
         max_wait_seconds=max_wait,
     )
 
@@ -606,10 +595,10 @@ def _check_cross_key_rules(settings: Settings) -> None:
     training = settings.model_build.training
     # CodeBuild `train` waits for the longest execution the limits allow; model-build.yml (github-actions)
     # waits a fixed MODEL_BUILD_TIMEOUT_MINUTES inside its one-hour OIDC session and stops what runs longer.
-    if (settings.model_build.uses_pipeline and settings.orchestrator == "codepipeline"
+    if (training.uses_pipeline and settings.orchestrator == "codepipeline"
             and settings.train_build_timeout_minutes > CODEBUILD_MAX_TIMEOUT_MINUTES):
         wait_hours = settings.model_build_wait_minutes / 60
-        raise _fail("training.maxWaitSeconds" if training.use_spot else "training.maxRuntimeSeconds",
+        raise _fail("training.maxWaitSeconds" if training.spot else "training.maxRuntimeSeconds",
                     f"lets one pipeline execution run {wait_hours:.1f} h (Prepare, Train and Evaluate each up to "
                     f"its limit, with retries and start-up), longer than a CodeBuild build "
                     f"({CODEBUILD_MAX_TIMEOUT_MINUTES // 60} h) can wait for it",

@@ -193,6 +193,11 @@ def training_data_prefix(stack: str) -> str:
     return f"{stack}/training-data/"
 
 
+def default_training_data_uri(bucket: str, stack: str) -> str:
+    """Where the model build reads its CSV files when `trainingData` is not set."""
+    return f"s3://{bucket}/{training_data_prefix(stack)}"
+
+
 def source_code_prefix(stack: str) -> str:
     """`<prefix><commit>/sourcedir.tar.gz`: the training code of one commit, uploaded by the build."""
     return f"{stack}/code/"
@@ -489,9 +494,13 @@ class TrainingSettings:
     processing_instance_count: int = 1
     volume_size_gb: int = 30
     max_runtime_seconds: int = 3600
-    use_spot: bool = False
+    spot: bool = False
     """Managed spot training for the Train step (needs max_wait_seconds >= max_runtime_seconds)."""
     max_wait_seconds: int | None = None
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.compute == "pipeline"
 
 
 COMPUTE_CHOICES = ("pipeline", "build")

@@ -22,16 +22,23 @@ from training.pipeline_definition import PipelineTarget, definition_json
 COMPONENT_TOKEN = "sagemaker-mlops:model_build:ModelBuildPipeline"  # noqa: S105 - a Pulumi type token
 
 
-class ModelBuildPipelineArgs(TypedDict):
+class ModelStackArgs(TypedDict):
+    """The stack's model resources, which this component and (orchestrator codepipeline)
+    components.pipeline.ModelPipeline, whose builds start this pipeline and deploy its models, both act on."""
+
     names: StackNames
     region: str
     bucket: pulumi.Input[str]
+    """The artifact bucket."""
     group_name: pulumi.Input[str]
-    """The stack's model package group: the Register step registers into it (and only it)."""
+    """The stack's model package group: models are registered into it (and only it)."""
     execution_role_arn: pulumi.Input[str]
-    """The pipeline's role, which its jobs run as too (SageMaker execution role)."""
+    """The SageMaker execution role: the pipeline and its jobs run as it, the endpoints' models too."""
     image_uri: str
     """The scikit-learn image: it runs the Prepare, Train and Evaluate jobs and serves the model."""
+
+
+class ModelBuildPipelineArgs(ModelStackArgs):
     training_data_uri: pulumi.Input[str]
     thresholds: Mapping[str, float]
     """The approval thresholds: the QualityGate step fails a model below any of them."""
@@ -42,14 +49,8 @@ class ModelBuildPipelineArgs(TypedDict):
     """What configures the bucket (the ArtifactStore): the sample is written once its encryption applies."""
 
 
-def sample_data_key(stack: str) -> str:
-    return f"{contracts.training_data_prefix(stack)}{contracts.SAMPLE_FILE}"
-
-
 class ModelBuildPipeline(pulumi.ComponentResource):
     pipeline_name: pulumi.Output[str] | None
-    pipeline_arn: pulumi.Output[str] | None
-    sample_data_key: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: ModelBuildPipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(COMPONENT_TOKEN, name, None, opts)
@@ -58,21 +59,19 @@ class ModelBuildPipeline(pulumi.ComponentResource):
         training = args["training"]
 
         sample = args.get("sample_data")
-        self.sample_data_key = None
         if sample is not None:
             settings = args.get("bucket_settings")
-            seeded = aws.s3.BucketObjectv2(
+            aws.s3.BucketObjectv2(
                 f"{name}-sample-data",
                 bucket=args["bucket"],
-                key=sample_data_key(names.stack),
+                key=f"{contracts.training_data_prefix(names.stack)}{contracts.SAMPLE_FILE}",
                 source=sample,
                 content_type="text/csv",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[settings] if settings is not None else None),
             )
-            self.sample_data_key = seeded.key
 
-        self.pipeline_name = self.pipeline_arn = None
-        if training.compute == "pipeline":
+        self.pipeline_name = None
+        if training.uses_pipeline:
             def render(values: list[Any]) -> str:
                 bucket, group, role_arn, data_uri = values
                 return definition_json(PipelineTarget(
@@ -94,9 +93,5 @@ class ModelBuildPipeline(pulumi.ComponentResource):
                 opts=child,
             )
             self.pipeline_name = pipeline.pipeline_name
-            self.pipeline_arn = pipeline.arn
 
-        outputs = {key: value for key, value in
-                   {"pipeline_name": self.pipeline_name, "pipeline_arn": self.pipeline_arn,
-                    "sample_data_key": self.sample_data_key}.items() if value is not None}
-        self.register_outputs(outputs)
+        self.register_outputs({"pipeline_name": self.pipeline_name} if self.pipeline_name is not None else {})

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 import contracts
+from components.model_build import ModelStackArgs
 from components.naming import StackNames, codebuild_log_group
 
 SOURCE_COMPONENT_TOKEN = "sagemaker-mlops:pipeline:SourceConnection"  # noqa: S105 - a Pulumi type token
@@ -21,6 +22,10 @@ COMPONENT_TOKEN = "sagemaker-mlops:pipeline:ModelPipeline"  # noqa: S105 - a Pul
 CODEBUILD_IMAGE = "aws/codebuild/standard:7.0"
 SOURCE_ARTIFACT = "SourceArtifact"
 BUILD_ARTIFACT = "BuildArtifact"
+# CodePipeline keys an artifact's objects in the artifact store `<pipeline>/<artifact>/<random id>`, each name
+# cut to these lengths (e.g. sagemaker-mlops-prod/BuildArtif/AbC12dE); the build role may write only there.
+ARTIFACT_KEY_PIPELINE_CHARS = 20
+ARTIFACT_KEY_ARTIFACT_CHARS = 10
 # Only changes under training/ start a run: infrastructure and docs changes do not retrain.
 TRIGGER_FILE_PATHS = ("training/**",)
 
@@ -28,6 +33,11 @@ TRIGGER_FILE_PATHS = ("training/**",)
 def pipeline_console_url(region: str, pipeline_name: str) -> str:
     return (f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/"
             f"{pipeline_name}/view?region={region}")
+
+
+def artifact_key_prefix(pipeline_name: str, artifact: str) -> str:
+    """Where CodePipeline stores `artifact`'s objects of the pipeline in its artifact store."""
+    return f"{pipeline_name[:ARTIFACT_KEY_PIPELINE_CHARS]}/{artifact[:ARTIFACT_KEY_ARTIFACT_CHARS]}/"
 
 
 def group_console_url(region: str, group_name: str) -> str:
@@ -99,19 +109,13 @@ class SourceConnection(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
-class ModelPipelineArgs(TypedDict):
-    names: StackNames
-    region: str
+class ModelPipelineArgs(ModelStackArgs):
     repository: str
     branch: str
     connection_arn: pulumi.Input[str]
-    bucket: pulumi.Input[str]
-    group_name: pulumi.Input[str]
-    inference_image_uri: str
     pipeline_role_arn: pulumi.Input[str]
     train_role_arn: pulumi.Input[str]
     deploy_role_arn: pulumi.Input[str]
-    execution_role_arn: pulumi.Input[str]
     deployment_stages: Sequence[contracts.DeploymentStage]
     deployment_stages_json: pulumi.Input[str]
     """contracts.dump_deployment_stages of the stages (with capture destinations and alarm names)."""
@@ -160,7 +164,7 @@ class ModelPipeline(pulumi.ComponentResource):
         }
         train = self._project(
             "train", names.train_project, args["train_role_arn"], contracts.TRAIN_BUILDSPEC,
-            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["inference_image_uri"], **args["model_build_env"]},
+            {**common, contracts.ENV_INFERENCE_IMAGE_URI: args["image_uri"], **args["model_build_env"]},
             args["log_retention_days"], timeout_minutes=args["train_timeout_minutes"],
         )
         deploy = self._project(

@@ -20,6 +20,7 @@ import pulumi_aws as aws
 
 import contracts
 from components import github as github_component
+from components import pipeline as pipeline_component
 from components.naming import Arns, StackNames, codebuild_log_group, lambda_log_group
 
 COMPONENT_TOKEN = "sagemaker-mlops:roles:Roles"  # noqa: S105 - a Pulumi type token, not a secret
@@ -94,20 +95,6 @@ def deploy_subjects(repository: str, branch: str) -> list[str]:
 
 # --- Permission policies -------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ModelBuildAccess:
-    """What the model build touches: where the data is and where the model is built."""
-
-    compute: str
-    """contracts.COMPUTE_CHOICES: `pipeline` grants the SageMaker pipeline's calls, `build` the inline path's."""
-    custom_training_data_uri: str | None = None
-    """trainingData as configured; None: the stack's default prefix of the artifact bucket."""
-
-    @property
-    def uses_pipeline(self) -> bool:
-        return self.compute == "pipeline"
-
-
-@dataclass(frozen=True)
 class Scope:
     """This stack's resources, the only ones any role may touch."""
 
@@ -115,18 +102,19 @@ class Scope:
     names: StackNames
     bucket: str
     group: str
-    model_build: ModelBuildAccess
+    training: contracts.TrainingSettings
+    """Compute `pipeline` grants the SageMaker pipeline's calls, `build` the inline path's."""
+    training_data_uri: str
 
     @property
     def training_data(self) -> tuple[str, str]:
         """(bucket, key prefix) of the training data."""
-        uri = (self.model_build.custom_training_data_uri
-               or f"s3://{self.bucket}/{contracts.training_data_prefix(self.names.stack)}")
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        bucket, _, prefix = self.training_data_uri.removeprefix("s3://").partition("/")
         return bucket, prefix
 
     @property
     def execution_role_arn(self) -> str:
+        # Role names are fixed (StackNames.role), so the ARN is known before the role exists.
         return self.arns.role(self.names.role(EXECUTION_PRINCIPAL))
 
 
@@ -234,7 +222,7 @@ def _register_statements(scope: Scope) -> list[Statement]:
     ]
 
 
-def _deploy_statements(scope: Scope, execution_role_arn: str) -> list[Statement]:
+def _deploy_statements(scope: Scope) -> list[Statement]:
     """training/deploy.py's calls, plus what SageMaker and Application Auto Scaling check on the caller."""
     arns, prefix = scope.arns, scope.names.endpoint_prefix
     hosting = [arns.sagemaker(kind, prefix) for kind in ("endpoint", "endpoint-config", "model")]
@@ -272,7 +260,7 @@ def _deploy_statements(scope: Scope, execution_role_arn: str) -> list[Statement]
              "sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"],
             {"StringEquals": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}},
         ),
-        pass_execution_role_statement(execution_role_arn),
+        pass_execution_role_statement(scope.execution_role_arn),
     ]
 
 
@@ -286,7 +274,7 @@ def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Polic
     """Endpoints (read models, capture data, log), and with compute `pipeline` the model-build pipeline
     and its jobs (the image is the same scikit-learn image for jobs and endpoints)."""
     arns, prefix = scope.arns, scope.names.endpoint_prefix
-    pipeline = _pipeline_execution_statements(scope) if scope.model_build.uses_pipeline else []
+    pipeline = _pipeline_execution_statements(scope) if scope.training.uses_pipeline else []
     return _policy(
         *_read_bucket(scope),
         _statement("WriteDataCapture", ["s3:PutObject"], [scope.arns.objects(scope.bucket, "data-capture/")]),
@@ -308,20 +296,25 @@ def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Polic
 def train_build_policy(scope: Scope) -> Policy:
     # _read_bucket: CodeBuild fetches the pipeline's input artifact (the source zip) from the bucket.
     common = [_logs(scope, codebuild_log_group(scope.names.train_project)), *_read_bucket(scope)]
-    if scope.model_build.uses_pipeline:
-        # The pipeline trains and registers; the build uploads the code, starts and watches. WriteArtifacts:
-        # CodeBuild uploads the BuildArtifact (model_package_arn.txt) with this role, and it covers code/.
-        return _policy(*common, _write_bucket(scope), *_run_model_build_pipeline(scope))
+    if scope.training.uses_pipeline:
+        # The pipeline trains and registers; the build uploads the code, starts and watches. CodeBuild
+        # uploads the BuildArtifact (model_package_arn.txt) with this role, where CodePipeline keeps it.
+        build_artifact = scope.arns.objects(
+            scope.bucket, pipeline_component.artifact_key_prefix(scope.names.pipeline,
+                                                                 pipeline_component.BUILD_ARTIFACT))
+        return _policy(*common, _upload_training_code(scope),
+                       _statement("WriteBuildArtifact", ["s3:PutObject"], [build_artifact]),
+                       *_run_model_build_pipeline(scope))
     return _policy(*common, *_read_training_data(scope, with_artifact_bucket_read=True),
                    *_register_statements(scope))
 
 
-def deploy_build_policy(scope: Scope, execution_role_arn: str) -> Policy:
+def deploy_build_policy(scope: Scope) -> Policy:
     return _policy(
         _logs(scope, codebuild_log_group(scope.names.deploy_project)),
         # CodeBuild fetches the pipeline's input artifacts (source and build output) from the bucket.
         *_read_bucket(scope),
-        *_deploy_statements(scope, execution_role_arn),
+        *_deploy_statements(scope),
         # deploy.py --record-pipeline-approval reads who approved from the pipeline's state.
         _statement("ReadPipelineApprovals", ["codepipeline:GetPipelineState"],
                    [scope.arns.pipeline(scope.names.pipeline)]),
@@ -386,12 +379,12 @@ def github_preview_policy(scope: Scope) -> Policy:
     )
 
 
-def github_deploy_policy(scope: Scope, execution_role_arn: str) -> Policy:
+def github_deploy_policy(scope: Scope) -> Policy:
     """The model build and deploy workflows, in one role trusted from main/production. The build either
     starts the stack's pipeline (compute `pipeline`) or trains on the runner and registers (`build`)."""
-    build = ([_upload_training_code(scope), *_run_model_build_pipeline(scope)] if scope.model_build.uses_pipeline
+    build = ([_upload_training_code(scope), *_run_model_build_pipeline(scope)] if scope.training.uses_pipeline
              else [*_read_training_data(scope, with_artifact_bucket_read=False), *_register_statements(scope)])
-    return _policy(*build, *_deploy_statements(scope, execution_role_arn))
+    return _policy(*build, *_deploy_statements(scope))
 
 
 # --- The component ---------------------------------------------------------------------------------
@@ -409,7 +402,9 @@ class RolesArgs(TypedDict):
     branch: str
     oidc_provider_arn: str | None
     """Existing GitHub OIDC provider (one per account); None creates it."""
-    model_build: ModelBuildAccess
+    training: contracts.TrainingSettings
+    training_data_uri: pulumi.Input[str]
+    """Where the model build reads its data (config.Settings.training_data_uri)."""
     connection_arn: NotRequired[pulumi.Input[str]]
     """Orchestrator codepipeline: the CodeConnection the pipeline's source action uses."""
     pipeline_notifies_approvers: NotRequired[bool]
@@ -450,11 +445,11 @@ class Roles(pulumi.ComponentResource):
         self.sagemaker_execution_role_arn = self._principal(
             EXECUTION_PRINCIPAL, service_trust_policy(SAGEMAKER_SERVICE),
             "SageMaker endpoints and model-build pipeline of the stack",
-            lambda scope, _exec: sagemaker_execution_policy(
+            lambda scope: sagemaker_execution_policy(
                 scope, scope.arns.ecr_repository(image_account, image_repository)))
         self.github_preview_role_arn = self._principal(
             "github-preview", self._oidc_trust(preview_subjects(args["repository"])),
-            "GitHub Actions pull-request previews (read-only)", lambda scope, _exec: github_preview_policy(scope))
+            "GitHub Actions pull-request previews (read-only)", github_preview_policy)
 
         self.github_deploy_role_arn = None
         self.codepipeline_role_arn = self.train_build_role_arn = self.deploy_build_role_arn = None
@@ -467,7 +462,7 @@ class Roles(pulumi.ComponentResource):
             self.github_trigger_role_arn = self._principal(
                 "github-trigger", service_trust_policy("lambda.amazonaws.com"),
                 "Lambda that dispatches the deploy workflow on Approved",
-                lambda scope, _exec: github_component.trigger_function_policy(
+                lambda scope: github_component.trigger_function_policy(
                     token_secret_arn=scope.arns.secret(names.github_token_secret),
                     model_packages_arn=scope.arns.model_packages(scope.group),
                     log_group_arn=scope.arns.log_group(lambda_log_group(names.github_trigger_function)),
@@ -480,12 +475,12 @@ class Roles(pulumi.ComponentResource):
                 raise ValueError("Roles: orchestrator codepipeline needs connection_arn (the pipeline's source)")
             self.codepipeline_role_arn = self._principal(
                 "codepipeline", service_trust_policy("codepipeline.amazonaws.com"), "CodePipeline of the stack",
-                lambda scope, _exec, arn: pipeline_policy(
+                lambda scope, arn: pipeline_policy(
                     scope, arn, args["approval_mode"], args.get("pipeline_notifies_approvers", False)),
                 extra=connection_arn)
             self.train_build_role_arn = self._principal(
                 "codebuild-train", service_trust_policy("codebuild.amazonaws.com"), "CodeBuild project train",
-                lambda scope, _exec: train_build_policy(scope))
+                train_build_policy)
             self.deploy_build_role_arn = self._principal(
                 "codebuild-deploy", service_trust_policy("codebuild.amazonaws.com"), "CodeBuild project deploy",
                 deploy_build_policy)
@@ -494,7 +489,7 @@ class Roles(pulumi.ComponentResource):
             self.auto_approve_role_arn = self._principal(
                 "auto-approve", service_trust_policy("lambda.amazonaws.com"),
                 "Lambda that approves or rejects model packages on their metrics",
-                lambda scope, _exec: auto_approve_policy(scope))
+                auto_approve_policy)
 
         outputs = {key: value for key, value in vars(self).items()
                    if key.endswith("_arn") and value is not None}
@@ -520,19 +515,20 @@ class Roles(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         args = self._args
-        execution_arn = self.sagemaker_execution_role_arn if principal != EXECUTION_PRINCIPAL else ""
 
         def render(values: list[Any]) -> str:
-            account, bucket, exec_arn, extra_value = values
+            account, bucket, training_data_uri, extra_value = values
             scope = Scope(arns=Arns(partition=args["partition"], region=args["region"], account=account),
-                          names=self._names, bucket=bucket, group=self._names.group, model_build=args["model_build"])
-            document = build(scope, exec_arn) if extra is None else build(scope, exec_arn, extra_value)
+                          names=self._names, bucket=bucket, group=self._names.group, training=args["training"],
+                          training_data_uri=training_data_uri)
+            document = build(scope) if extra is None else build(scope, extra_value)
             return json.dumps(document)
 
         policy = aws.iam.RolePolicy(
             f"{self._name}-{principal}-policy",
             role=role.id,
-            policy=pulumi.Output.all(args["account_id"], args["bucket"], execution_arn, extra or "").apply(render),
+            policy=pulumi.Output.all(args["account_id"], args["bucket"], args["training_data_uri"],
+                                     extra or "").apply(render),
             opts=pulumi.ResourceOptions(parent=self),
         )
         return pulumi.Output.all(role.arn, policy.id).apply(lambda values: str(values[0]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -164,12 +165,19 @@ def test_training_keys_left_out_keep_their_defaults() -> None:
 
 
 def test_camel_case_training_keys_map_onto_the_contract() -> None:
-    given = {"compute": "pipeline", "instanceType": "ml.m5.2xlarge", "processingInstanceCount": 3,
+    # Every field, each away from its default: a key config.py accepts but does not read fails here.
+    given = {"compute": "build", "instanceType": "ml.m5.2xlarge", "processingInstanceCount": 3,
              "volumeSizeGb": 50, "maxRuntimeSeconds": 1800, "spot": True, "maxWaitSeconds": 3600}
+    assert {re.sub(r"([A-Z])", r"_\1", key).lower() for key in given} == \
+        {f.name for f in dataclasses.fields(contracts.TrainingSettings)}
     assert _settings("dev", {"training": given}).model_build.training == contracts.TrainingSettings(
-        compute="pipeline", instance_type="ml.m5.2xlarge", processing_instance_count=3, volume_size_gb=50,
-        max_runtime_seconds=1800, use_spot=True, max_wait_seconds=3600)
-    assert set(config.TRAINING_KEYS.values()) == set(contracts.TrainingSettings.__dataclass_fields__)
+        compute="build", instance_type="ml.m5.2xlarge", processing_instance_count=3, volume_size_gb=50,
+        max_runtime_seconds=1800, spot=True, max_wait_seconds=3600)
+
+
+def test_snake_case_training_keys_are_refused_not_ignored() -> None:
+    with pytest.raises(config.ConfigError, match=r"unknown keys \['instance_type'\].*instanceType"):
+        _settings("dev", {"training": {"instance_type": "ml.c5.2xlarge"}})
 
 
 def test_default_training_data_is_the_stacks_prefix_of_the_artifact_bucket() -> None:
@@ -183,17 +191,6 @@ def test_own_training_data_replaces_the_default_prefix() -> None:
     settings = _settings("prod", {"trainingData": "s3://team-data/churn/2026/", "sampleData": False})
     assert settings.training_data_uri("bucket-1") == "s3://team-data/churn/2026/"
     assert settings.model_build.sample_data is False
-
-
-def test_train_build_outlasts_the_longest_pipeline_execution() -> None:
-    # The build stops an execution that outlives the definition's wait bound; CodeBuild must not end the
-    # build first, or the execution would run on unwatched.
-    from training.pipeline_definition import definition, sample_target, wait_bound_minutes
-
-    for overrides in (None, {"training": {"maxRuntimeSeconds": 7200, "spot": True, "maxWaitSeconds": 14400}}):
-        settings = _settings("dev", overrides)
-        bound = wait_bound_minutes(definition(sample_target("dev", training=settings.model_build.training)))
-        assert settings.train_build_timeout_minutes > bound
 
 
 def test_inline_build_keeps_the_inline_timeout() -> None:

@@ -60,7 +60,7 @@ def _target(stack: str, training: contracts.TrainingSettings | None = None) -> p
 # dev: the shipped profile's bars at default training settings; prod: its bars, three processing
 # instances and managed spot training, the settings that change the arguments the most.
 PROD_TRAINING = contracts.TrainingSettings(instance_type="ml.m5.2xlarge", processing_instance_count=3,
-                                           volume_size_gb=50, max_runtime_seconds=7200, use_spot=True,
+                                           volume_size_gb=50, max_runtime_seconds=7200, spot=True,
                                            max_wait_seconds=10800)
 TARGETS = {"dev": _target("dev"), "prod": _target("prod", PROD_TRAINING)}
 
@@ -400,7 +400,7 @@ def test_spot_settings_turn_on_managed_spot_with_the_wait_limit() -> None:
 
 
 def test_spot_without_a_wait_limit_is_refused() -> None:
-    settings = contracts.TrainingSettings(use_spot=True)
+    settings = contracts.TrainingSettings(spot=True)
     with pytest.raises(ValueError, match="needs max_wait_seconds"):
         pd.definition(pd.sample_target("dev", training=settings))
 

@@ -435,11 +435,32 @@ def test_build_roles_may_run_only_the_stacks_pipeline_and_its_executions() -> No
                            *((a, f"{pipeline}/execution/*") for a in _PIPELINE_CONTROL - _ON_PIPELINE)}, principal
 
 
-def test_build_roles_upload_code_only_below_the_stacks_code_prefix() -> None:
-    graph = run_program("prod")
-    [upload] = [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "UploadTrainingCode"]
-    assert upload["Resource"] == [f"arn:aws:s3:::{graph.outputs['artifactBucket']}/prod/code/*"]
-    assert not [s for s in _statements(_role_policy(graph, "github-deploy")) if s["Sid"] == "WriteArtifacts"]
+def _build_artifact_prefix(graph: ProgramGraph) -> str:
+    """Where CodePipeline keeps the Train action's output: `<pipeline name>/<artifact name>/`, each cut short."""
+    pipeline = graph.one("aws:codepipeline/pipeline:Pipeline").inputs
+    [artifact] = [artifact for stage in pipeline["stages"] for action in stage["actions"]
+                  if action["name"] == "Train" for artifact in action["outputArtifacts"]]
+    return f"{pipeline['name'][:20]}/{artifact[:10]}/"
+
+
+def test_build_roles_write_only_the_stacks_code_prefix_and_codebuilds_build_artifact() -> None:
+    # compute pipeline: the build uploads the commit's code; CodeBuild also uploads the Train action's
+    # output artifact, with the project's role, where CodePipeline keeps it. Nothing else of the bucket.
+    for principal, graph in _build_role_graphs():
+        objects = f"arn:aws:s3:::{graph.outputs['artifactBucket']}"
+        expected = {f"{objects}/{graph.stack}/code/*"}
+        if principal == "codebuild-train":
+            expected.add(f"{objects}/{_build_artifact_prefix(graph)}*")
+        written = {arn for statement in _statements(_role_policy(graph, principal))
+                   if "s3:PutObject" in _as_list(statement["Action"]) for arn in _as_list(statement["Resource"])}
+        assert written == expected, principal
+
+
+def test_build_artifact_prefix_is_cut_as_codepipeline_cuts_its_keys() -> None:
+    from components.pipeline import BUILD_ARTIFACT, artifact_key_prefix
+
+    # A pipeline name longer than the 20 characters CodePipeline keeps of it (keys as S3 lists them).
+    assert artifact_key_prefix("sagemaker-mlops-staging", BUILD_ARTIFACT) == "sagemaker-mlops-stag/BuildArtif/"
 
 
 def test_build_roles_register_only_when_the_build_trains_inline() -> None:

@@ -21,12 +21,14 @@ OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 CODEBUILD = "aws:codebuild/project:Project"
 TEAM_DATA = {"trainingData": "s3://team-data/churn/2026/", "sampleData": False}
 BUILD = {"training": {"compute": "build"}}
+# Managed spot training: the Train step may wait for capacity beyond its runtime, so executions last longer.
+SPOT = {"training": {"maxRuntimeSeconds": 7200, "spot": True, "maxWaitSeconds": 14400}}
 JOB_STEPS = ("Processing", "Training")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _runs_in_parallel() -> None:
-    prefetch([("dev", None), ("prod", None), ("dev", TEAM_DATA), ("dev", BUILD)])
+    prefetch([("dev", None), ("prod", None), ("dev", TEAM_DATA), ("dev", BUILD), ("dev", SPOT)])
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +132,13 @@ def test_train_build_names_the_data_the_compute_and_the_pipeline(dev: ProgramGra
     assert env[contracts.ENV_MODEL_BUILD_PIPELINE] == dev.one(PIPELINE).inputs["pipelineName"]
 
 
-def test_train_build_outlasts_the_builds_wait_for_an_execution(dev: ProgramGraph) -> None:
+@pytest.mark.parametrize("training", [None, SPOT], ids=["on-demand", "spot"])
+def test_train_build_outlasts_the_builds_wait_for_an_execution(training: dict[str, Any] | None) -> None:
     # The build stops an execution after wait_bound_minutes; a CodeBuild timeout before that would end the
     # build and leave the execution running unwatched.
-    [project] = [p for p in dev.of_type(CODEBUILD) if p.inputs["name"].endswith("-train")]
-    assert project.inputs["buildTimeout"] > wait_bound_minutes(_definition(dev))
+    graph = run_program("dev", training)
+    [project] = [p for p in graph.of_type(CODEBUILD) if p.inputs["name"].endswith("-train")]
+    assert project.inputs["buildTimeout"] > wait_bound_minutes(_definition(graph))
 
 
 def test_every_job_step_carries_the_tags_the_execution_role_requires(dev: ProgramGraph) -> None:

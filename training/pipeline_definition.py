@@ -257,9 +257,9 @@ def _hyperparameters(target: PipelineTarget) -> dict[str, Any]:
 def _train(target: PipelineTarget) -> dict[str, Any]:
     settings = target.training
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
-    if settings.use_spot:
+    if settings.spot:
         if settings.max_wait_seconds is None:
-            raise ValueError("training.use_spot needs max_wait_seconds (managed spot training requires a wait limit)")
+            raise ValueError("training.spot needs max_wait_seconds (managed spot training requires a wait limit)")
         stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
     return {
         "Name": contracts.STEP_TRAIN,
@@ -288,7 +288,7 @@ def _train(target: PipelineTarget) -> dict[str, Any]:
                 "VolumeSizeInGB": settings.volume_size_gb,
             },
             "StoppingCondition": stopping,
-            "EnableManagedSpotTraining": settings.use_spot,
+            "EnableManagedSpotTraining": settings.spot,
             "RoleArn": target.role_arn,
             "Tags": _tags(target),
         },
@@ -623,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(wrap(f"What one run of the model-build pipeline costs on paper, at the default training settings "
                f"(instance type {settings.instance_type}, {settings.processing_instance_count} processing "
                f"instance(s), max runtime {settings.max_runtime_seconds} s per job, spot "
-               f"{'on' if settings.use_spot else 'off'}):"))
+               f"{'on' if settings.spot else 'off'}):"))
     print(format_cost(run_cost(pipeline)))
     print(wrap("estimate: assumed billed minutes per instance (image and data download, container start, upload; "
                "the scripts run for seconds on the sample table). cap: the job's MaxRuntimeInSeconds (with spot: "
