@@ -208,12 +208,12 @@ def _list_packages() -> Statement:
 
 def _register_statements(scope: Scope) -> list[Statement]:
     """training/register.py's calls (it uploads the model and metrics; it reads nothing from S3)."""
+    builds = scope.arns.objects(scope.bucket, contracts.model_builds_prefix(scope.names.stack))
     return [
-        _write_bucket(scope),
+        _statement("UploadModelBuilds", ["s3:PutObject"], [builds]),
         # A failed registration deletes the object versions it uploaded (the bucket keeps versions, so a
         # plain delete would only hide them); only under the stack's model-builds prefix, where it writes.
-        _statement("RemoveFailedUploads", ["s3:DeleteObjectVersion"],
-                   [scope.arns.objects(scope.bucket, f"{scope.names.stack}/model-builds/")]),
+        _statement("RemoveFailedUploads", ["s3:DeleteObjectVersion"], [builds]),
         _statement("ReadGroup", ["sagemaker:DescribeModelPackageGroup"],
                    [scope.arns.model_package_group(scope.group)]),
         # The group's ARN too: a versioned package is created in (and tagged through) its group.
@@ -296,15 +296,13 @@ def sagemaker_execution_policy(scope: Scope, image_repository_arn: str) -> Polic
 def train_build_policy(scope: Scope) -> Policy:
     # _read_bucket: CodeBuild fetches the pipeline's input artifact (the source zip) from the bucket.
     common = [_logs(scope, codebuild_log_group(scope.names.train_project)), *_read_bucket(scope)]
+    # CodeBuild uploads the BuildArtifact (model_package_arn.txt) with this role, where CodePipeline keeps it.
+    build_artifact = scope.arns.objects(
+        scope.bucket, pipeline_component.artifact_key_prefix(scope.names.pipeline, pipeline_component.BUILD_ARTIFACT))
+    common = [*common, _statement("WriteBuildArtifact", ["s3:PutObject"], [build_artifact])]
     if scope.training.uses_pipeline:
-        # The pipeline trains and registers; the build uploads the code, starts and watches. CodeBuild
-        # uploads the BuildArtifact (model_package_arn.txt) with this role, where CodePipeline keeps it.
-        build_artifact = scope.arns.objects(
-            scope.bucket, pipeline_component.artifact_key_prefix(scope.names.pipeline,
-                                                                 pipeline_component.BUILD_ARTIFACT))
-        return _policy(*common, _upload_training_code(scope),
-                       _statement("WriteBuildArtifact", ["s3:PutObject"], [build_artifact]),
-                       *_run_model_build_pipeline(scope))
+        # The pipeline trains and registers; the build uploads the code, starts and watches.
+        return _policy(*common, _upload_training_code(scope), *_run_model_build_pipeline(scope))
     return _policy(*common, *_read_training_data(scope, with_artifact_bucket_read=True),
                    *_register_statements(scope))
 

@@ -98,7 +98,7 @@ class Bootstrap:
     @property
     def training_data_uri(self) -> str:
         """The stack's default `trainingData` prefix (the program seeds it with the sample table)."""
-        return f"s3://{self.bucket}/{contracts.training_data_prefix(self.stack)}"
+        return contracts.default_training_data_uri(self.bucket, self.stack)
 
     @property
     def pipeline_name(self) -> str:

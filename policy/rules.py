@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import contracts
+from training.pipeline_definition import iter_steps
 
 # --- Plain data ---------------------------------------------------------------------------------
 
@@ -376,17 +377,7 @@ def _register_steps(pipeline: Resource) -> list[Mapping[str, Any]] | None:
     definition = _document(pipeline.props.get("pipelineDefinition"))
     if definition is None or "__invalid__" in definition:
         return None
-    found: list[Mapping[str, Any]] = []
-    pending = [s for s in _list(definition.get("Steps")) if isinstance(s, Mapping)]
-    while pending:
-        step = pending.pop(0)
-        if step.get("Type") == "RegisterModel":
-            found.append(step)
-        elif step.get("Type") == "Condition":
-            arguments = step.get("Arguments") or {}
-            pending += [s for key in ("IfSteps", "ElseSteps") for s in _list(arguments.get(key))
-                        if isinstance(s, Mapping)]
-    return found
+    return [step for step in iter_steps(definition) if step.get("Type") == "RegisterModel"]
 
 
 def pipeline_registers_into_the_group(resources: Sequence[Resource], _options: Options) -> list[Violation]:

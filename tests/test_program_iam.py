@@ -443,12 +443,15 @@ def _build_artifact_prefix(graph: ProgramGraph) -> str:
     return f"{pipeline['name'][:20]}/{artifact[:10]}/"
 
 
-def test_build_roles_write_only_the_stacks_code_prefix_and_codebuilds_build_artifact() -> None:
-    # compute pipeline: the build uploads the commit's code; CodeBuild also uploads the Train action's
-    # output artifact, with the project's role, where CodePipeline keeps it. Nothing else of the bucket.
-    for principal, graph in _build_role_graphs():
+@pytest.mark.parametrize("compute", ["pipeline", "build"])
+def test_build_roles_write_only_their_own_prefix_and_codebuilds_build_artifact(compute: str) -> None:
+    # compute pipeline: the build uploads the commit's code; compute build: register uploads the model and
+    # its metrics under model-builds/. CodeBuild also uploads the Train action's output artifact, with the
+    # project's role, where CodePipeline keeps it. Nothing else of the bucket.
+    for principal, graph in _build_role_graphs(INLINE_BUILD if compute == "build" else None):
         objects = f"arn:aws:s3:::{graph.outputs['artifactBucket']}"
-        expected = {f"{objects}/{graph.stack}/code/*"}
+        own = "code" if compute == "pipeline" else "model-builds"
+        expected = {f"{objects}/{graph.stack}/{own}/*"}
         if principal == "codebuild-train":
             expected.add(f"{objects}/{_build_artifact_prefix(graph)}*")
         written = {arn for statement in _statements(_role_policy(graph, principal))

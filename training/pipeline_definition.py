@@ -601,7 +601,7 @@ def sample_target(stack: str = "dev", thresholds: Mapping[str, float] | None = N
         bucket=bucket,
         role_arn=f"arn:aws:iam::{account}:role/{contracts.PROJECT}-{stack}-sagemaker-execution",
         image_uri=contracts.inference_image_uri(region),
-        training_data_uri=f"s3://{bucket}/{contracts.training_data_prefix(stack)}",
+        training_data_uri=contracts.default_training_data_uri(bucket, stack),
         thresholds=dict(thresholds if thresholds is not None else {"accuracy": 0.8, "auc": 0.85}),
         training=training or contracts.TrainingSettings(),
     )
