@@ -53,9 +53,6 @@ MIN_REQUEST_SECONDS = 0.5
 # worst case 2 attempts x (3 + 5) s each.
 AWS_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 2})
 
-MODEL_PACKAGE_ARN = re.compile(
-    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
-)
 REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 WORKFLOW = re.compile(r"^[A-Za-z0-9_.-]+$")  # a file name under .github/workflows or a numeric workflow id
 
@@ -64,8 +61,8 @@ class ConfigError(ValueError):
     """The function's environment is wrong; fix the stack config."""
 
 
-class MalformedEventError(ValueError):
-    pass
+# An approved-event this handler cannot read; the event reading (contracts.read_state_change) raises it.
+MalformedEventError = contracts.MalformedEventError
 
 
 class TokenError(ValueError):
@@ -128,52 +125,8 @@ def load_config(environ: Mapping[str, str]) -> TriggerConfig:
     return TriggerConfig(group, repository, workflow, ref, secret_id, api_url)
 
 
-# --- Event ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PackageStateChange:
-    model_package_arn: str
-    group_name: str
-    approval_status: str
-
-
-def _single_string(container: Mapping[str, Any], key: str, where: str) -> str:
-    value = container.get(key)
-    if not isinstance(value, str):
-        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
-        # sends one, and a dispatch must rest on one unambiguous group and status.
-        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
-    return value
-
-
-def parse_event(event: Any, group_name: str) -> PackageStateChange | str:
-    """Typed view of an event the rule delivers; MalformedEventError names the field at fault.
-
-    An event that the program's own rule would not deliver (contracts.github_trigger_pattern: another
-    source, detail-type, group or status, in any spelling) yields the reason, as a str, and is ignored.
-    The ARN is taken exactly as given: one with a trailing newline or spaces is malformed, never forwarded.
-    """
-    if not isinstance(event, dict):
-        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
-    not_delivered = contracts.pattern_mismatch(contracts.github_trigger_pattern(group_name), event)
-    if not_delivered is not None:
-        return not_delivered
-    _single_string(event, "source", "event")
-    _single_string(event, "detail-type", "event")
-    detail = event["detail"]  # an object: the pattern matched inside it
-    group = _single_string(detail, "ModelPackageGroupName", "detail")
-    status = _single_string(detail, "ModelApprovalStatus", "detail")
-    arn = detail.get("ModelPackageArn")
-    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
-        shown = arn[:200] if isinstance(arn, str) else arn
-        raise MalformedEventError(
-            "detail.ModelPackageArn is not a versioned model package ARN (arn:aws:sagemaker:<region>:<account>:"
-            f"model-package/<group>/<version>): {shown!r}"
-        )
-    return PackageStateChange(arn, group, status)
-
-
 # --- Registry -------------------------------------------------------------------------------
-def registry_objection(sagemaker: Any, change: PackageStateChange, config: TriggerConfig) -> str | None:
+def registry_objection(sagemaker: Any, change: contracts.PackageStateChange, config: TriggerConfig) -> str | None:
     """Why the registry does not back this dispatch now, or None when the package is ours and Approved.
 
     The event is a notice, not the record: by the time it arrives the package may have been rejected,
@@ -187,17 +140,12 @@ def registry_objection(sagemaker: Any, change: PackageStateChange, config: Trigg
     try:
         package = sagemaker.describe_model_package(ModelPackageName=arn)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = str(error.get("Message", "")).lower()
-        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-            "not found" in message or "does not exist" in message
-        ):
+        if contracts.is_not_found(exc):
             return "the package does not exist in the registry"
         raise
     group = package.get("ModelPackageGroupName")
-    if group != config.group_name or group != change.group_name:
-        return (f"the registry has the package in group {group!r}; the event says {change.group_name!r} "
-                f"and this stack's group is {config.group_name!r}")
+    if group != config.group_name:  # the event's group is ours: the rule's pattern matched it exactly
+        return f"the registry has the package in group {group!r}, not this stack's group {config.group_name!r}"
     status = package.get("ModelApprovalStatus")
     if status != contracts.STATUS_APPROVED:
         return f"the package is {status!r} in the registry now, not {contracts.STATUS_APPROVED!r}"
@@ -372,7 +320,7 @@ def _client_error(response: Response, config: TriggerConfig, token: str) -> Disp
 
 
 def dispatch(
-    change: PackageStateChange,
+    change: contracts.PackageStateChange,
     config: TriggerConfig,
     token: str,
     *,
@@ -459,10 +407,10 @@ def handle(
     sleep: Callable[[float], None] = time.sleep,
     post: Post = post_json,
 ) -> dict[str, Any]:
-    parsed = parse_event(event, config.group_name)
+    parsed = contracts.read_state_change(event, contracts.github_trigger_pattern(config.group_name))
     if isinstance(parsed, str):
         reason = f"not an event the GitHub-trigger rule delivers: {parsed}"
-        log_json(action="ignored", model_package_arn=_arn_for_log(event), reason=reason)
+        log_json(action="ignored", model_package_arn=contracts.arn_for_log(event), reason=reason)
         return {"action": "ignored", "reason": reason}
     arn = parsed.model_package_arn
     objection = registry_objection(sagemaker, parsed, config)
@@ -480,12 +428,6 @@ def handle(
         status=status,
     )
     return {"action": "dispatched", "model_package_arn": arn, "status": status}
-
-
-def _arn_for_log(event: Mapping[str, Any]) -> str | None:
-    detail = event.get("detail")
-    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
-    return arn[:200] if isinstance(arn, str) else None
 
 
 def handler(
