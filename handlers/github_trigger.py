@@ -206,13 +206,15 @@ class RetryPolicy:
 
 
 class Budget:
-    """The time this invocation may spend before it must have answered or raised, on a monotonic clock."""
+    """The time this invocation may spend before it must have answered or raised, on a monotonic clock.
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, margin: float = 0.0) -> None:
-        self.seconds = max(0.0, seconds)
-        self.margin = margin
+    str() names it for error messages, e.g. "the time budget of 55.0s".
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, origin: str = "") -> None:
         self._clock = clock
-        self._deadline = clock() + self.seconds
+        self._deadline = clock() + seconds
+        self._name = f"the time budget of {seconds:.1f}s{origin}"
 
     @classmethod
     def from_context(cls, context: Any, clock: Callable[[], float] = time.monotonic) -> Budget:
@@ -222,16 +224,13 @@ class Budget:
             return cls(DEFAULT_BUDGET_SECONDS, clock)
         remaining = max(0.0, float(remaining_ms()) / 1000.0)
         margin = min(BUDGET_MARGIN_SECONDS, remaining / 4)
-        return cls(remaining - margin, clock, margin)
+        return cls(remaining - margin, clock, f" (the invocation's remaining time less a {margin:.1f}s margin)")
 
     def remaining(self) -> float:
         return max(0.0, self._deadline - self._clock())
 
-    def describe(self) -> str:
-        if self.margin:
-            return (f"the time budget of {self.seconds:.1f}s (the invocation's remaining time less a "
-                    f"{self.margin:.1f}s margin)")
-        return f"the time budget of {self.seconds:.1f}s"
+    def __str__(self) -> str:
+        return self._name
 
 
 @dataclass(frozen=True)
@@ -331,8 +330,9 @@ def dispatch(
 ) -> int:
     """POST the workflow_dispatch; retry 5xx/429/rate limits and connection errors, raise on anything else.
 
-    Each request's timeout and each wait fit what is left of `budget`; when the next attempt would not,
-    DispatchError says so at once instead of waiting for Lambda to kill the invocation.
+    Each wait and request's timeout fit what is left of `budget`: before every attempt, the wait it needs
+    (none for the first) plus the shortest useful request must fit, or DispatchError says so at once instead
+    of waiting for Lambda to kill the invocation.
     """
     values = {"model_package_arn": change.model_package_arn, "model_package_group": change.group_name}
     payload = {"ref": config.ref, "inputs": {name: values[name] for name in contracts.DISPATCH_INPUTS}}
@@ -342,21 +342,29 @@ def dispatch(
         "X-GitHub-Api-Version": GITHUB_API_VERSION,
         "User-Agent": USER_AGENT,
     }
-    waited = 0.0
-    problem = "no attempt made"
+    waited = delay = 0.0
+    problem = "no request made"
     status: int | None = None
+
+    def give_up(attempts: int, stop: str) -> DispatchError:
+        return DispatchError(
+            f"workflow dispatch to {config.dispatch_url} failed after {attempts} attempt(s) and {waited:.0f}s of "
+            f"waiting, {stop}: {problem}; the event will be retried (then sent to the dead-letter queue)",
+            status,
+        )
+
     for attempt in range(1, policy.attempts + 1):
-        left = budget.remaining()
-        if left < MIN_REQUEST_SECONDS:
-            raise DispatchError(
-                f"workflow dispatch to {config.dispatch_url} gave up after {attempt - 1} attempt(s): "
-                f"{budget.describe()} is spent ({problem}); the event will be retried (then sent to the "
-                "dead-letter queue)",
-                status,
-            )
+        if budget.remaining() < delay + MIN_REQUEST_SECONDS:
+            raise give_up(attempt - 1, f"{budget} leaves no room to wait {delay:.0f}s" if delay
+                          else f"{budget} is spent")
+        if delay:
+            log_json(action="retry", attempt=attempt - 1, delay_seconds=delay, problem=problem,
+                     model_package_arn=change.model_package_arn)
+            sleep(delay)
+            waited += delay
         try:
             response: Response | None = post(config.dispatch_url, payload, headers,
-                                             min(REQUEST_TIMEOUT_SECONDS, left))
+                                             min(REQUEST_TIMEOUT_SECONDS, budget.remaining()))
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, refused or dropped connections
             response = None
             problem = redact(f"connection failed: {exc or type(exc).__name__}", token)
@@ -369,28 +377,7 @@ def dispatch(
         status = response.status if response is not None else None
         asked = retry_after_seconds(response.headers) if response is not None else None
         delay = asked if asked is not None else min(policy.base_delay * 2 ** (attempt - 1), policy.max_delay)
-        if attempt == policy.attempts:
-            stop = "no attempts left"
-        elif delay + MIN_REQUEST_SECONDS > budget.remaining():
-            stop = f"{budget.describe()} leaves no room to wait {delay:.0f}s"
-        else:
-            stop = ""
-        if stop:
-            raise DispatchError(
-                f"workflow dispatch to {config.dispatch_url} failed after {attempt} attempt(s) and {waited:.0f}s "
-                f"of waiting, {stop}: {problem}; the event will be retried (then sent to the dead-letter queue)",
-                status,
-            )
-        log_json(
-            action="retry",
-            attempt=attempt,
-            delay_seconds=delay,
-            problem=problem,
-            model_package_arn=change.model_package_arn,
-        )
-        sleep(delay)
-        waited += delay
-    raise AssertionError("unreachable")  # the loop returns or raises
+    raise give_up(policy.attempts, "no attempts left")
 
 
 def log_json(**fields: Any) -> None:
