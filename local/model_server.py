@@ -16,8 +16,9 @@ container hands them:
 
 Where it differs, on purpose and documented: the image answers every exception with 500 (an HTML page;
 the message goes to the endpoint's log), this server answers an inference script's client errors with
-their ``.status`` (400, 406, 415) and message; a model that cannot load is 500 on both routes here, as
-there (the image loads it on the first request).
+their ``.status`` (400, 406, 415) and message; an ``output_fn`` answer that is not a (body, content_type)
+pair, which the image hands to Flask as it is, is a 500 here; a model that cannot load is 500 on both
+routes here, as there (the image loads it on the first request).
 
     python -m local.model_server --model PATH(dir or model.tar.gz) --port 8080 [--workers 2]
 
@@ -66,9 +67,6 @@ DEFAULT_ACCEPT = "application/json"
 # for exactly these two types.
 DEFAULT_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPES = ("application/json", "text/csv")
-# What werkzeug (Flask's) adds "; charset=utf-8" to when output_fn names the answer's type.
-_CHARSET_TYPES = frozenset({"application/ecmascript", "application/javascript", "application/sql", "application/xml",
-                            "application/xml-dtd", "application/xml-external-parsed-entity"})
 # SageMaker caps a real-time request payload at 6 MB; the same bound keeps a bad client from
 # making a worker read an unbounded body.
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -153,10 +151,8 @@ def request_data(body: bytes, content_type: str) -> str | bytes:
 
 
 def response_type(mimetype: str) -> str:
-    """The Content-Type of an answer whose type output_fn named, as werkzeug writes it."""
-    if mimetype.startswith("text/") or mimetype in _CHARSET_TYPES or mimetype.endswith("+xml"):
-        return f"{mimetype}; charset=utf-8"
-    return mimetype
+    """The Content-Type of an answer whose type output_fn named: werkzeug (Flask's) adds the charset to text/*."""
+    return f"{mimetype}; charset=utf-8" if mimetype.startswith("text/") else mimetype
 
 
 def _error_status(exc: BaseException) -> int | None:
@@ -243,15 +239,13 @@ class ModelApp:
                 return _respond(start_response, status, str(exc))
             LOG.error("inference failed:\n%s", traceback.format_exc())
             return _respond(start_response, 500, f"inference failed: {type(exc).__name__}: {exc}")
-        # The toolkit turns (body, content_type) into the response; anything else goes to Flask as it is,
-        # which answers a bare str or bytes as text/html.
-        if isinstance(result, tuple):
-            result, mimetype = result
-            content = response_type(str(mimetype))
-        else:
-            content = "text/html; charset=utf-8"
-        payload = result.encode() if isinstance(result, str) else bytes(result)
-        return _respond(start_response, 200, payload, content)
+        if not isinstance(result, tuple) or len(result) != 2:
+            # The toolkit hands any other answer to Flask as it is; this server takes only the pair.
+            return _respond(start_response, 500, f"output_fn returned {type(result).__name__}; this server "
+                                                 "answers only what it returns as (body, content_type)")
+        body, mimetype = result
+        payload = body.encode() if isinstance(body, str) else bytes(body)
+        return _respond(start_response, 200, payload, response_type(str(mimetype)))
 
 
 def _read_body(environ: MutableMapping[str, Any]) -> bytes | tuple[int, str]:

@@ -22,9 +22,10 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+from werkzeug.test import Client
 
 import contracts
-from local.model_server import ModelServer, ModelServerError, start_model_server, wait_until_healthy
+from local.model_server import ModelApp, ModelServer, ModelServerError, start_model_server, wait_until_healthy
 from training.deploy import SAMPLE_ROWS, sample_csv
 from training.register import INFERENCE_SOURCE, build_model_archive
 
@@ -217,6 +218,20 @@ def test_the_default_answer_type_is_sagemaker_default_invocations_accept(
 
     with start_model_server(tmp_path) as server:
         assert _handed(server.url, {"Content-Type": "text/csv"})["accept"] == "text/csv"
+
+
+def test_an_output_fn_answer_that_is_not_a_body_and_type_pair_is_a_500_saying_so(tmp_path: Path) -> None:
+    # The image would hand such an answer to Flask as it is; this server refuses it (its docstring says so).
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / contracts.INFERENCE_SCRIPT).write_text(
+        ECHO_SCRIPT.replace('return json.dumps({**prediction, "accept": accept}), "application/json"',
+                            'return json.dumps({**prediction, "accept": accept})'))
+    app = ModelApp(tmp_path, background=False)  # the WSGI app each gunicorn worker runs, called in-process
+
+    answer = Client(app).post("/invocations", data=b"1,2", content_type="text/csv")
+
+    assert answer.status_code == 500
+    assert "output_fn returned str" in answer.get_data(as_text=True)
 
 
 def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early_invocation_waits(
