@@ -25,7 +25,14 @@ import pytest
 from werkzeug.test import Client
 
 import contracts
-from local.model_server import ModelApp, ModelServer, ModelServerError, start_model_server, wait_until_healthy
+from local.model_server import (
+    ModelApp,
+    ModelServer,
+    ModelServerError,
+    ping,
+    start_model_server,
+    wait_until_healthy,
+)
 from training.deploy import SAMPLE_ROWS, sample_csv
 from training.register import INFERENCE_SOURCE, build_model_archive
 
@@ -39,14 +46,6 @@ def _post(url: str, body: bytes, content_type: str, accept: str | None = None) -
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
-def _ping(url: str) -> int:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:  # noqa: S310 - loopback
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +147,7 @@ def test_a_half_sent_request_does_not_stall_ping_or_other_clients(model_archive:
             stalled.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
                             b"Content-Length: 1000\r\n\r\ntenure_months,")
 
-            assert _ping(single.url) == 200
+            assert ping(single.url, timeout=10)[0] == 200
             status, _, body = _post(single.url, sample_csv().encode(), "text/csv")
             assert status == 200, body
 
@@ -254,7 +253,7 @@ def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early
     with start_model_server(model_dir, wait=False) as server:
         status = 0
         for _ in range(200):  # until gunicorn answers at all
-            status = _ping(server.url)
+            status = ping(server.url)[0]
             if status:
                 break
         assert status == 503
@@ -268,7 +267,7 @@ def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early
             assert early.result(timeout=30)[0] == 200
 
         wait_until_healthy(server, timeout=30)
-        assert _ping(server.url) == 200
+        assert ping(server.url, timeout=10)[0] == 200
 
 
 def test_a_model_that_cannot_load_fails_start_with_the_reason(tmp_path: Path) -> None:
@@ -284,15 +283,15 @@ def test_ping_and_invocations_both_answer_500_when_the_model_cannot_load(tmp_pat
     empty.mkdir()
 
     with start_model_server(empty, wait=False) as server:
-        ping = 0
+        answered = 0
         for _ in range(600):  # until gunicorn answers and the load has failed
-            ping = _ping(server.url)
-            if ping not in (0, 503):
+            answered = ping(server.url)[0]
+            if answered not in (0, 503):
                 break
             time.sleep(0.05)
         status, _, body = _post(server.url, sample_csv().encode(), "text/csv")
 
-    assert (ping, status) == (500, 500)
+    assert (answered, status) == (500, 500)
     assert b"model.joblib not found" in body
 
 
