@@ -61,7 +61,7 @@ class ConfigError(ValueError):
     """The function's environment is wrong; fix the stack config."""
 
 
-# An approved-event this handler cannot read; the event reading (contracts.read_state_change) raises it.
+# An Approved event this handler cannot read; the event reading (contracts.read_state_change) raises it.
 MalformedEventError = contracts.MalformedEventError
 
 
