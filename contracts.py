@@ -403,20 +403,99 @@ def pattern_mismatch(pattern: dict[str, Any], event: Any, where: str = "") -> st
     return None
 
 
+def matches_pattern(pattern: dict[str, Any], event: Any) -> bool:
+    """Whether EventBridge would deliver `event` to a rule with `pattern` (see pattern_mismatch)."""
+    return pattern_mismatch(pattern, event) is None
+
+
+# Versioned packages only: the handlers act on the packages of one group (".../model-package/<group>/<version>").
+MODEL_PACKAGE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:"
+    r"model-package/(?P<group>[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62})/[0-9]+$"
+)
+
+
+class MalformedEventError(ValueError):
+    """An event a handler's rule delivers but that cannot be read; the handler raises it, acting on nothing."""
+
+
+@dataclass(frozen=True)
+class PackageStateChange:
+    """What the handlers take from a delivered state-change event; the registry has the rest."""
+
+    model_package_arn: str
+    group_name: str
+
+
+def validate_model_package_arn(arn: Any, where: str) -> str:
+    """The ARN exactly as given: one that would need trimming (a trailing newline, spaces) is malformed."""
+    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
+        shown = arn[:200] if isinstance(arn, str) else arn
+        raise MalformedEventError(
+            f"{where} is not a versioned model package ARN "
+            f"(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>): {shown!r}"
+        )
+    return arn
+
+
 def package_arn_in_group(arn: str, group_name: str) -> bool:
     """Whether a versioned package ARN (.../model-package/<group>/<version>) names `group_name`.
 
     SageMaker writes names lowercased in ARNs, and the handlers' roles may read only packages under
     this stack's group (components.naming.Arns.model_packages), so the ARN tells before any call.
     """
-    resource = arn.split(":", 5)[-1]
-    parts = resource.split("/")
-    return len(parts) == 3 and parts[0] == "model-package" and parts[1].lower() == group_name.lower()
+    match = MODEL_PACKAGE_ARN.fullmatch(arn)
+    return match is not None and match["group"].lower() == group_name.lower()
 
 
-def matches_pattern(pattern: dict[str, Any], event: Any) -> bool:
-    """Whether EventBridge would deliver `event` to a rule with `pattern` (see pattern_mismatch)."""
-    return pattern_mismatch(pattern, event) is None
+def _single_string(container: dict[str, Any], key: str, where: str) -> str:
+    value = container.get(key)
+    if not isinstance(value, str):
+        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
+        # sends one, and an action must rest on one unambiguous source, type, group and status.
+        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
+    return value
+
+
+def read_state_change(event: Any, pattern: dict[str, Any]) -> PackageStateChange | str:
+    """The change an event carries when a rule with `pattern` delivers it; else (a str) why it would not.
+
+    An event the rule would not deliver (another source, detail-type, group or status, in any spelling) is
+    the handler's to log and leave alone. A delivered one that cannot be read (a field that is an array, an
+    ARN that is not exactly a versioned package ARN) raises MalformedEventError naming the field.
+    """
+    if not isinstance(event, dict):
+        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
+    not_delivered = pattern_mismatch(pattern, event)
+    if not_delivered is not None:
+        return not_delivered
+    _single_string(event, "source", "event")
+    _single_string(event, "detail-type", "event")
+    detail = event["detail"]  # an object: the pattern matched inside it
+    group = _single_string(detail, "ModelPackageGroupName", "detail")
+    _single_string(detail, "ModelApprovalStatus", "detail")
+    return PackageStateChange(validate_model_package_arn(detail.get("ModelPackageArn"), "detail.ModelPackageArn"),
+                              group)
+
+
+def arn_for_log(event: dict[str, Any]) -> str | None:
+    """The package ARN an event names, cut short, for the log line of an event left alone."""
+    detail = event.get("detail")
+    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
+    return arn[:200] if isinstance(arn, str) else None
+
+
+def is_not_found(error: Exception) -> bool:
+    """Whether an AWS error (botocore's ClientError) says the resource asked for does not exist.
+
+    SageMaker's Describe* calls answer ValidationException with "does not exist" or "not found" in the
+    message; anything else (throttling, access denied) is no answer about the resource.
+    """
+    details = getattr(error, "response", {}).get("Error", {})
+    message = str(details.get("Message", "")).lower()
+    return details.get("Code") in ("ValidationException", "ResourceNotFound") and (
+        "not found" in message or "does not exist" in message
+    )
 
 
 # --- GitHub ---------------------------------------------------------------------------------

@@ -41,19 +41,18 @@ MAX_JOB_SUMMARY = 2048  # PutJobSuccessResult executionDetails.summary limit
 METRICS_SECTION = "binary_classification_metrics"
 GAIN_TOLERANCE = 1e-9
 
-# Versioned packages only: the gate works on the packages of one group (".../model-package/<group>/<version>").
-MODEL_PACKAGE_ARN = re.compile(
-    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
-)
-
 
 # --- Errors ---------------------------------------------------------------------------------
 class ConfigError(ValueError):
     """The function's environment is wrong; nothing can be decided until the stack is fixed."""
 
 
-class MalformedEventError(ValueError):
-    """The event is not one this handler accepts. `job_id` is set when it is a readable CodePipeline job."""
+# An event this handler cannot read; the state-change reading (contracts.read_state_change) raises it.
+MalformedEventError = contracts.MalformedEventError
+
+
+class MalformedJobError(MalformedEventError):
+    """A CodePipeline job event that cannot be read; `job_id` is set when the job's id could be."""
 
     def __init__(self, message: str, job_id: str | None = None) -> None:
         super().__init__(message)
@@ -121,13 +120,6 @@ def load_config(environ: Mapping[str, str]) -> ApprovalConfig:
 
 
 # --- Events ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PackageStateChange:
-    model_package_arn: str
-    group_name: str
-    approval_status: str
-
-
 class ArtifactCredentials:
     """The job's temporary S3 credentials; repr and str never show them."""
 
@@ -159,58 +151,26 @@ def _require_str(container: Mapping[str, Any], key: str, where: str, job_id: str
     value = container.get(key)
     if not isinstance(value, str) or not value:
         # Name the field, never echo the value: the CodePipeline event carries credentials.
-        raise MalformedEventError(f"{where}.{key} must be a non-empty string", job_id)
+        raise MalformedJobError(f"{where}.{key} must be a non-empty string", job_id)
     return value
 
 
 def _require_dict(container: Mapping[str, Any], key: str, where: str, job_id: str | None = None) -> dict[str, Any]:
     value = container.get(key)
     if not isinstance(value, dict):
-        raise MalformedEventError(f"{where}.{key} must be an object", job_id)
+        raise MalformedJobError(f"{where}.{key} must be an object", job_id)
     return value
-
-
-def validate_model_package_arn(arn: Any, where: str, job_id: str | None = None) -> str:
-    """The ARN exactly as given: one that would need trimming (a trailing newline, spaces) is malformed."""
-    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
-        shown = arn[:200] if isinstance(arn, str) else arn
-        raise MalformedEventError(
-            f"{where} is not a versioned model package ARN "
-            f"(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>): {shown!r}",
-            job_id,
-        )
-    return arn
-
-
-def _single_string(container: Mapping[str, Any], key: str, where: str) -> str:
-    value = container.get(key)
-    if not isinstance(value, str):
-        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
-        # sends one, and a decision must rest on one unambiguous status and group.
-        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
-    return value
-
-
-def parse_state_change(event: Mapping[str, Any]) -> PackageStateChange:
-    """The state change of an event the rule delivers (see handle); MalformedEventError names the field."""
-    _single_string(event, "source", "event")
-    _single_string(event, "detail-type", "event")
-    detail = _require_dict(event, "detail", "event")
-    arn = validate_model_package_arn(detail.get("ModelPackageArn"), "detail.ModelPackageArn")
-    group = _single_string(detail, "ModelPackageGroupName", "detail")
-    status = _single_string(detail, "ModelApprovalStatus", "detail")
-    return PackageStateChange(arn, group, status)
 
 
 def parse_pipeline_job(job: Any) -> PipelineJob:
     if not isinstance(job, dict):
-        raise MalformedEventError("event['CodePipeline.job'] must be an object")
+        raise MalformedJobError("event['CodePipeline.job'] must be an object")
     job_id = _require_str(job, "id", "CodePipeline.job")
     where = "CodePipeline.job.data"
     data = _require_dict(job, "data", "CodePipeline.job", job_id)
     raw_artifacts = data.get("inputArtifacts")
     if not isinstance(raw_artifacts, list) or not raw_artifacts:
-        raise MalformedEventError(
+        raise MalformedJobError(
             f"{where}.inputArtifacts must be a non-empty list; give the approval action the build output "
             f"artifact that holds {contracts.MODEL_PACKAGE_ARN_FILE}",
             job_id,
@@ -219,7 +179,7 @@ def parse_pipeline_job(job: Any) -> PipelineJob:
     for index, artifact in enumerate(raw_artifacts):
         item = f"{where}.inputArtifacts[{index}]"
         if not isinstance(artifact, dict):
-            raise MalformedEventError(f"{item} must be an object", job_id)
+            raise MalformedJobError(f"{item} must be an object", job_id)
         location = _require_dict(artifact, "location", item, job_id)
         s3 = _require_dict(location, "s3Location", f"{item}.location", job_id)
         artifacts.append(
@@ -237,21 +197,15 @@ def parse_pipeline_job(job: Any) -> PipelineJob:
     return PipelineJob(job_id, tuple(artifacts), credentials)
 
 
-def parse_event(event: Any, group_name: str) -> PackageStateChange | PipelineJob | str:
+def parse_event(event: Any, group_name: str) -> contracts.PackageStateChange | PipelineJob | str:
     """Typed view of either accepted event; MalformedEventError names the field at fault.
 
-    An EventBridge event that the program's own rule would not deliver (contracts.auto_approval_pattern:
-    another source, detail-type, group or status, in any spelling) yields the reason it was not
-    delivered, as a str: the handler logs it and decides nothing.
+    An EventBridge event that the program's own rule would not deliver (contracts.auto_approval_pattern)
+    yields the reason it was not delivered, as a str: the handler logs it and decides nothing.
     """
-    if not isinstance(event, dict):
-        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
-    if "CodePipeline.job" in event:
+    if isinstance(event, dict) and "CodePipeline.job" in event:
         return parse_pipeline_job(event["CodePipeline.job"])
-    not_delivered = contracts.pattern_mismatch(contracts.auto_approval_pattern(group_name), event)
-    if not_delivered is not None:
-        return not_delivered
-    return parse_state_change(event)
+    return contracts.read_state_change(event, contracts.auto_approval_pattern(group_name))
 
 
 # --- Clients --------------------------------------------------------------------------------
@@ -461,11 +415,7 @@ def describe_package(sagemaker: Any, arn: str) -> dict[str, Any]:
     try:
         return sagemaker.describe_model_package(ModelPackageName=arn)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = str(error.get("Message", "")).lower()
-        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-            "not found" in message or "does not exist" in message
-        ):
+        if contracts.is_not_found(exc):
             raise PackageNotFound(f"model package {arn} does not exist") from None
         raise
 
@@ -488,7 +438,9 @@ def decide_package(package: Mapping[str, Any], config: ApprovalConfig, clients: 
 
 
 # --- The two entry paths --------------------------------------------------------------------
-def handle_state_change(change: PackageStateChange, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
+def handle_state_change(
+    change: contracts.PackageStateChange, config: ApprovalConfig, clients: Clients
+) -> dict[str, Any]:
     arn = change.model_package_arn
     # The event matched the rule (our group, PendingManualApproval); the registry has the last word, so
     # replays and packages of another group under our group's name stay harmless.
@@ -531,7 +483,7 @@ def read_arn_from_artifacts(job: PipelineJob, clients: Clients) -> str:
             ) from None
         # One line ending closes a text file (`echo arn > file`); anything more is not the ARN register wrote.
         line = text.removesuffix("\n").removesuffix("\r")
-        return validate_model_package_arn(line, f"{contracts.MODEL_PACKAGE_ARN_FILE} in the input artifact")
+        return contracts.validate_model_package_arn(line, f"{contracts.MODEL_PACKAGE_ARN_FILE} in the input artifact")
     raise ArtifactError(
         f"no input artifact contains {contracts.MODEL_PACKAGE_ARN_FILE}; the build stage must write it "
         "(training/register.py) and pass its output artifact to the approval action"
@@ -608,24 +560,18 @@ def handle_pipeline_job(job: PipelineJob, config: ApprovalConfig, clients: Clien
 def handle(event: Any, config: ApprovalConfig, clients: Clients) -> dict[str, Any]:
     try:
         parsed = parse_event(event, config.group_name)
-    except MalformedEventError as exc:
+    except MalformedJobError as exc:
         if exc.job_id is None:
             raise
         # A readable job id: end the job with the reason instead of letting the action time out.
         return _fail_job(clients.codepipeline, exc.job_id, "ConfigurationError", f"malformed job event: {exc}")
     if isinstance(parsed, str):
         reason = f"not an event the auto-approval rule delivers: {parsed}"
-        log_json(action="ignored", model_package_arn=_arn_for_log(event), reason=reason)
+        log_json(action="ignored", model_package_arn=contracts.arn_for_log(event), reason=reason)
         return {"action": "ignored", "reason": reason}
     if isinstance(parsed, PipelineJob):
         return handle_pipeline_job(parsed, config, clients)
     return handle_state_change(parsed, config, clients)
-
-
-def _arn_for_log(event: Mapping[str, Any]) -> str | None:
-    detail = event.get("detail")
-    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
-    return arn[:200] if isinstance(arn, str) else None
 
 
 def handler(event: Any, context: Any, clients: Clients | None = None) -> dict[str, Any]:

@@ -53,9 +53,6 @@ MIN_REQUEST_SECONDS = 0.5
 # worst case 2 attempts x (3 + 5) s each.
 AWS_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 2})
 
-MODEL_PACKAGE_ARN = re.compile(
-    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]{9,16}:[0-9]{12}:model-package/[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}/[0-9]+$"
-)
 REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 WORKFLOW = re.compile(r"^[A-Za-z0-9_.-]+$")  # a file name under .github/workflows or a numeric workflow id
 
@@ -64,8 +61,8 @@ class ConfigError(ValueError):
     """The function's environment is wrong; fix the stack config."""
 
 
-class MalformedEventError(ValueError):
-    pass
+# An Approved event this handler cannot read; the event reading (contracts.read_state_change) raises it.
+MalformedEventError = contracts.MalformedEventError
 
 
 class TokenError(ValueError):
@@ -128,52 +125,8 @@ def load_config(environ: Mapping[str, str]) -> TriggerConfig:
     return TriggerConfig(group, repository, workflow, ref, secret_id, api_url)
 
 
-# --- Event ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PackageStateChange:
-    model_package_arn: str
-    group_name: str
-    approval_status: str
-
-
-def _single_string(container: Mapping[str, Any], key: str, where: str) -> str:
-    value = container.get(key)
-    if not isinstance(value, str):
-        # EventBridge delivers an event whose field is an array holding the wanted value; SageMaker never
-        # sends one, and a dispatch must rest on one unambiguous group and status.
-        raise MalformedEventError(f"{where}.{key} must be one string, got {type(value).__name__}")
-    return value
-
-
-def parse_event(event: Any, group_name: str) -> PackageStateChange | str:
-    """Typed view of an event the rule delivers; MalformedEventError names the field at fault.
-
-    An event that the program's own rule would not deliver (contracts.github_trigger_pattern: another
-    source, detail-type, group or status, in any spelling) yields the reason, as a str, and is ignored.
-    The ARN is taken exactly as given: one with a trailing newline or spaces is malformed, never forwarded.
-    """
-    if not isinstance(event, dict):
-        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
-    not_delivered = contracts.pattern_mismatch(contracts.github_trigger_pattern(group_name), event)
-    if not_delivered is not None:
-        return not_delivered
-    _single_string(event, "source", "event")
-    _single_string(event, "detail-type", "event")
-    detail = event["detail"]  # an object: the pattern matched inside it
-    group = _single_string(detail, "ModelPackageGroupName", "detail")
-    status = _single_string(detail, "ModelApprovalStatus", "detail")
-    arn = detail.get("ModelPackageArn")
-    if not isinstance(arn, str) or not MODEL_PACKAGE_ARN.fullmatch(arn):
-        shown = arn[:200] if isinstance(arn, str) else arn
-        raise MalformedEventError(
-            "detail.ModelPackageArn is not a versioned model package ARN (arn:aws:sagemaker:<region>:<account>:"
-            f"model-package/<group>/<version>): {shown!r}"
-        )
-    return PackageStateChange(arn, group, status)
-
-
 # --- Registry -------------------------------------------------------------------------------
-def registry_objection(sagemaker: Any, change: PackageStateChange, config: TriggerConfig) -> str | None:
+def registry_objection(sagemaker: Any, change: contracts.PackageStateChange, config: TriggerConfig) -> str | None:
     """Why the registry does not back this dispatch now, or None when the package is ours and Approved.
 
     The event is a notice, not the record: by the time it arrives the package may have been rejected,
@@ -187,17 +140,12 @@ def registry_objection(sagemaker: Any, change: PackageStateChange, config: Trigg
     try:
         package = sagemaker.describe_model_package(ModelPackageName=arn)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = str(error.get("Message", "")).lower()
-        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-            "not found" in message or "does not exist" in message
-        ):
+        if contracts.is_not_found(exc):
             return "the package does not exist in the registry"
         raise
     group = package.get("ModelPackageGroupName")
-    if group != config.group_name or group != change.group_name:
-        return (f"the registry has the package in group {group!r}; the event says {change.group_name!r} "
-                f"and this stack's group is {config.group_name!r}")
+    if group != config.group_name:  # the event's group is ours: the rule's pattern matched it exactly
+        return f"the registry has the package in group {group!r}, not this stack's group {config.group_name!r}"
     status = package.get("ModelApprovalStatus")
     if status != contracts.STATUS_APPROVED:
         return f"the package is {status!r} in the registry now, not {contracts.STATUS_APPROVED!r}"
@@ -258,13 +206,15 @@ class RetryPolicy:
 
 
 class Budget:
-    """The time this invocation may spend before it must have answered or raised, on a monotonic clock."""
+    """The time this invocation may spend before it must have answered or raised, on a monotonic clock.
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, margin: float = 0.0) -> None:
-        self.seconds = max(0.0, seconds)
-        self.margin = margin
+    str() names it for error messages, e.g. "the time budget of 55.0s".
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, origin: str = "") -> None:
         self._clock = clock
-        self._deadline = clock() + self.seconds
+        self._deadline = clock() + seconds
+        self._name = f"the time budget of {seconds:.1f}s{origin}"
 
     @classmethod
     def from_context(cls, context: Any, clock: Callable[[], float] = time.monotonic) -> Budget:
@@ -274,16 +224,13 @@ class Budget:
             return cls(DEFAULT_BUDGET_SECONDS, clock)
         remaining = max(0.0, float(remaining_ms()) / 1000.0)
         margin = min(BUDGET_MARGIN_SECONDS, remaining / 4)
-        return cls(remaining - margin, clock, margin)
+        return cls(remaining - margin, clock, f" (the invocation's remaining time less a {margin:.1f}s margin)")
 
     def remaining(self) -> float:
         return max(0.0, self._deadline - self._clock())
 
-    def describe(self) -> str:
-        if self.margin:
-            return (f"the time budget of {self.seconds:.1f}s (the invocation's remaining time less a "
-                    f"{self.margin:.1f}s margin)")
-        return f"the time budget of {self.seconds:.1f}s"
+    def __str__(self) -> str:
+        return self._name
 
 
 @dataclass(frozen=True)
@@ -372,7 +319,7 @@ def _client_error(response: Response, config: TriggerConfig, token: str) -> Disp
 
 
 def dispatch(
-    change: PackageStateChange,
+    change: contracts.PackageStateChange,
     config: TriggerConfig,
     token: str,
     *,
@@ -383,8 +330,9 @@ def dispatch(
 ) -> int:
     """POST the workflow_dispatch; retry 5xx/429/rate limits and connection errors, raise on anything else.
 
-    Each request's timeout and each wait fit what is left of `budget`; when the next attempt would not,
-    DispatchError says so at once instead of waiting for Lambda to kill the invocation.
+    Each wait and request's timeout fit what is left of `budget`: before every attempt, the wait it needs
+    (none for the first) plus the shortest useful request must fit, or DispatchError says so at once instead
+    of waiting for Lambda to kill the invocation.
     """
     values = {"model_package_arn": change.model_package_arn, "model_package_group": change.group_name}
     payload = {"ref": config.ref, "inputs": {name: values[name] for name in contracts.DISPATCH_INPUTS}}
@@ -394,21 +342,29 @@ def dispatch(
         "X-GitHub-Api-Version": GITHUB_API_VERSION,
         "User-Agent": USER_AGENT,
     }
-    waited = 0.0
-    problem = "no attempt made"
+    waited = delay = 0.0
+    problem = "no request made"
     status: int | None = None
+
+    def give_up(attempts: int, stop: str) -> DispatchError:
+        return DispatchError(
+            f"workflow dispatch to {config.dispatch_url} failed after {attempts} attempt(s) and {waited:.0f}s of "
+            f"waiting, {stop}: {problem}; the event will be retried (then sent to the dead-letter queue)",
+            status,
+        )
+
     for attempt in range(1, policy.attempts + 1):
-        left = budget.remaining()
-        if left < MIN_REQUEST_SECONDS:
-            raise DispatchError(
-                f"workflow dispatch to {config.dispatch_url} gave up after {attempt - 1} attempt(s): "
-                f"{budget.describe()} is spent ({problem}); the event will be retried (then sent to the "
-                "dead-letter queue)",
-                status,
-            )
+        if budget.remaining() < delay + MIN_REQUEST_SECONDS:
+            raise give_up(attempt - 1, f"{budget} leaves no room to wait {delay:.0f}s" if delay
+                          else f"{budget} is spent")
+        if delay:
+            log_json(action="retry", attempt=attempt - 1, delay_seconds=delay, problem=problem,
+                     model_package_arn=change.model_package_arn)
+            sleep(delay)
+            waited += delay
         try:
             response: Response | None = post(config.dispatch_url, payload, headers,
-                                             min(REQUEST_TIMEOUT_SECONDS, left))
+                                             min(REQUEST_TIMEOUT_SECONDS, budget.remaining()))
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, refused or dropped connections
             response = None
             problem = redact(f"connection failed: {exc or type(exc).__name__}", token)
@@ -421,28 +377,7 @@ def dispatch(
         status = response.status if response is not None else None
         asked = retry_after_seconds(response.headers) if response is not None else None
         delay = asked if asked is not None else min(policy.base_delay * 2 ** (attempt - 1), policy.max_delay)
-        if attempt == policy.attempts:
-            stop = "no attempts left"
-        elif delay + MIN_REQUEST_SECONDS > budget.remaining():
-            stop = f"{budget.describe()} leaves no room to wait {delay:.0f}s"
-        else:
-            stop = ""
-        if stop:
-            raise DispatchError(
-                f"workflow dispatch to {config.dispatch_url} failed after {attempt} attempt(s) and {waited:.0f}s "
-                f"of waiting, {stop}: {problem}; the event will be retried (then sent to the dead-letter queue)",
-                status,
-            )
-        log_json(
-            action="retry",
-            attempt=attempt,
-            delay_seconds=delay,
-            problem=problem,
-            model_package_arn=change.model_package_arn,
-        )
-        sleep(delay)
-        waited += delay
-    raise AssertionError("unreachable")  # the loop returns or raises
+    raise give_up(policy.attempts, "no attempts left")
 
 
 def log_json(**fields: Any) -> None:
@@ -459,10 +394,10 @@ def handle(
     sleep: Callable[[float], None] = time.sleep,
     post: Post = post_json,
 ) -> dict[str, Any]:
-    parsed = parse_event(event, config.group_name)
+    parsed = contracts.read_state_change(event, contracts.github_trigger_pattern(config.group_name))
     if isinstance(parsed, str):
         reason = f"not an event the GitHub-trigger rule delivers: {parsed}"
-        log_json(action="ignored", model_package_arn=_arn_for_log(event), reason=reason)
+        log_json(action="ignored", model_package_arn=contracts.arn_for_log(event), reason=reason)
         return {"action": "ignored", "reason": reason}
     arn = parsed.model_package_arn
     objection = registry_objection(sagemaker, parsed, config)
@@ -480,12 +415,6 @@ def handle(
         status=status,
     )
     return {"action": "dispatched", "model_package_arn": arn, "status": status}
-
-
-def _arn_for_log(event: Mapping[str, Any]) -> str | None:
-    detail = event.get("detail")
-    arn = detail.get("ModelPackageArn") if isinstance(detail, dict) else None
-    return arn[:200] if isinstance(arn, str) else None
 
 
 def handler(

@@ -16,8 +16,9 @@ container hands them:
 
 Where it differs, on purpose and documented: the image answers every exception with 500 (an HTML page;
 the message goes to the endpoint's log), this server answers an inference script's client errors with
-their ``.status`` (400, 406, 415) and message; a model that cannot load is 500 on both routes here, as
-there (the image loads it on the first request).
+their ``.status`` (400, 406, 415) and message; an ``output_fn`` answer that is not a (body, content_type)
+pair, which the image hands to Flask as it is, is a 500 here; a model that cannot load is 500 on both
+routes here, as there (the image loads it on the first request).
 
     python -m local.model_server --model PATH(dir or model.tar.gz) --port 8080 [--workers 2]
 
@@ -50,6 +51,7 @@ from types import ModuleType
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.util import import_app
 
 import contracts
 
@@ -58,6 +60,8 @@ LOG = logging.getLogger("local.model_server")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The model directory a gunicorn worker loads (set by the CLI before workers fork).
 ENV_MODEL_DIR = "MODEL_SERVER_MODEL_DIR"
+# The model server as gunicorn loads it in each worker; start_wsgi_app() serves other apps named this way.
+MODEL_APP = "local.model_server:create_app()"
 # The container answers with this type when the request's Accept is absent or */*
 # (SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT in the SageMaker inference toolkit).
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
@@ -66,9 +70,6 @@ DEFAULT_ACCEPT = "application/json"
 # for exactly these two types.
 DEFAULT_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPES = ("application/json", "text/csv")
-# What werkzeug (Flask's) adds "; charset=utf-8" to when output_fn names the answer's type.
-_CHARSET_TYPES = frozenset({"application/ecmascript", "application/javascript", "application/sql", "application/xml",
-                            "application/xml-dtd", "application/xml-external-parsed-entity"})
 # SageMaker caps a real-time request payload at 6 MB; the same bound keeps a bad client from
 # making a worker read an unbounded body.
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -153,10 +154,8 @@ def request_data(body: bytes, content_type: str) -> str | bytes:
 
 
 def response_type(mimetype: str) -> str:
-    """The Content-Type of an answer whose type output_fn named, as werkzeug writes it."""
-    if mimetype.startswith("text/") or mimetype in _CHARSET_TYPES or mimetype.endswith("+xml"):
-        return f"{mimetype}; charset=utf-8"
-    return mimetype
+    """The Content-Type of an answer whose type output_fn named: werkzeug (Flask's) adds the charset to text/*."""
+    return f"{mimetype}; charset=utf-8" if mimetype.startswith("text/") else mimetype
 
 
 def _error_status(exc: BaseException) -> int | None:
@@ -243,15 +242,13 @@ class ModelApp:
                 return _respond(start_response, status, str(exc))
             LOG.error("inference failed:\n%s", traceback.format_exc())
             return _respond(start_response, 500, f"inference failed: {type(exc).__name__}: {exc}")
-        # The toolkit turns (body, content_type) into the response; anything else goes to Flask as it is,
-        # which answers a bare str or bytes as text/html.
-        if isinstance(result, tuple):
-            result, mimetype = result
-            content = response_type(str(mimetype))
-        else:
-            content = "text/html; charset=utf-8"
-        payload = result.encode() if isinstance(result, str) else bytes(result)
-        return _respond(start_response, 200, payload, content)
+        if not isinstance(result, tuple) or len(result) != 2:
+            # The toolkit hands any other answer to Flask as it is; this server takes only the pair.
+            return _respond(start_response, 500, f"output_fn returned {type(result).__name__}; this server "
+                                                 "answers only what it returns as (body, content_type)")
+        body, mimetype = result
+        payload = body.encode() if isinstance(body, str) else bytes(body)
+        return _respond(start_response, 200, payload, response_type(str(mimetype)))
 
 
 def _read_body(environ: MutableMapping[str, Any]) -> bytes | tuple[int, str]:
@@ -296,8 +293,9 @@ def create_app() -> ModelApp:
 class _Gunicorn(BaseApplication):
     """gunicorn's documented custom-application hook, so the CLI needs no config file."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], app: str) -> None:
         self._options = options
+        self._app = app
         super().__init__()
 
     def load_config(self) -> None:
@@ -305,8 +303,8 @@ class _Gunicorn(BaseApplication):
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> ModelApp:
-        return create_app()
+    def load(self) -> Any:
+        return import_app(self._app)  # "module:name" or "module:factory()", as gunicorn's command line takes it
 
 
 def gunicorn_settings(*, bind: str, workers: int) -> dict[str, Any]:
@@ -316,10 +314,9 @@ def gunicorn_settings(*, bind: str, workers: int) -> dict[str, Any]:
             "timeout": 60, "graceful_timeout": 5, "loglevel": "warning", "accesslog": None}
 
 
-def serve(model_dir: Path, *, bind: str, workers: int = 1) -> None:
-    """Run gunicorn in the foreground until it is stopped (SIGTERM/SIGINT)."""
-    os.environ[ENV_MODEL_DIR] = str(model_dir)
-    _Gunicorn(gunicorn_settings(bind=bind, workers=workers)).run()
+def serve(app: str, *, bind: str, workers: int = 1) -> None:
+    """Run the WSGI app `app` ("module:factory()") under gunicorn in the foreground until it is stopped."""
+    _Gunicorn(gunicorn_settings(bind=bind, workers=workers), app).run()
 
 
 EXAMPLE_MODEL = ".demo/source-build/build/model"
@@ -387,9 +384,10 @@ class ModelServer:
         self.stop()
 
 
-def _ping(url: str) -> tuple[int, str]:
+def ping(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET {url}/ping: (status, body), or (0, the error) when nothing answered in time."""
     try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310 - loopback URL we built
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:  # noqa: S310 - loopback URL we built
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -409,38 +407,44 @@ def start_model_server(model: Path, *, workers: int = 1, timeout: float = 60.0, 
     except Exception:
         workdir.cleanup()
         raise
-    return _launch(lambda fd: [sys.executable, "-m", "local.model_server", "--model", str(model_dir),
-                               "--fd", str(fd), "--workers", str(workers)],
-                   workdir, {}, timeout=timeout, wait=wait)
+    return _start_app(MODEL_APP, {ENV_MODEL_DIR: str(model_dir)}, workdir, workers=workers, timeout=timeout,
+                      wait=wait)
 
 
 def start_wsgi_app(app: str, *, environ: dict[str, str], workers: int = 1, timeout: float = 60.0) -> ModelServer:
     """Any WSGI app ("module:factory()") under gunicorn with the model server's settings, on a free loopback
     port; returns once its /ping answers 200. `make bench` runs its baselines this way."""
-    workdir = tempfile.TemporaryDirectory(prefix="wsgi-app-")
-    settings = gunicorn_settings(bind="", workers=workers)
-
-    def command(fd: int) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", str(workers),
-                "--worker-class", settings["worker_class"], "--worker-connections", str(settings["worker_connections"]),
-                "--timeout", str(settings["timeout"]), "--graceful-timeout", str(settings["graceful_timeout"]),
-                "--log-level", settings["loglevel"], app]
-
-    return _launch(command, workdir, environ, timeout=timeout, wait=True)
+    return _start_app(app, environ, tempfile.TemporaryDirectory(prefix="wsgi-app-"), workers=workers,
+                      timeout=timeout, wait=True)
 
 
-def _launch(command: Callable[[int], list[str]], workdir: tempfile.TemporaryDirectory[str], environ: dict[str, str],
-            *, timeout: float, wait: bool) -> ModelServer:
+def _start_app(app: str, environ: dict[str, str], workdir: tempfile.TemporaryDirectory[str], *, workers: int,
+               timeout: float, wait: bool) -> ModelServer:
+    # This module's command line serves `app` with gunicorn_settings(), whichever app it is.
+    return launch(lambda fd: [sys.executable, "-m", "local.model_server", "--app", app, "--fd", str(fd),
+                              "--workers", str(workers)],
+                  workdir, project_env(environ), timeout=timeout, wait=wait)
+
+
+def project_env(environ: dict[str, str]) -> dict[str, str]:
+    """This process's environment with `environ` added and the project on PYTHONPATH, for a server of ours."""
+    return {**os.environ, **environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def launch(command: Callable[[int], list[str]], workdir: tempfile.TemporaryDirectory[str], env: dict[str, str],
+           *, cwd: Path = PROJECT_ROOT, timeout: float = 60.0, wait: bool = True) -> ModelServer:
+    """Run `command(fd)`, a server that serves on the inherited listening socket `fd`, with exactly `env`.
+
+    The socket is bound here on a free loopback port; the output goes to a log in `workdir`, which stop()
+    removes. Returns once /ping answers 200 (see wait_until_healthy), or at once when `wait` is False.
+    """
     log_path = Path(workdir.name) / "gunicorn.log"
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    listener = listen("127.0.0.1", 0)
     port = listener.getsockname()[1]
-    env = {**os.environ, **environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     with listener, open(log_path, "wb") as log:
         process = subprocess.Popen(command(listener.fileno()), pass_fds=(listener.fileno(),), stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+                                   stderr=subprocess.STDOUT, env=env, cwd=cwd)
     server = ModelServer(f"http://127.0.0.1:{port}", process, log_path, workdir)
     if wait:
         try:
@@ -460,14 +464,15 @@ def wait_until_healthy(server: ModelServer, timeout: float = 60.0) -> None:
             raise ModelServerError(
                 f"model server exited with code {server.process.returncode}:\n{server.log_tail()}"
             )
-        status, text = _ping(server.url)
+        status, text = ping(server.url)
         if status == 200:
             return
         if status == 500:
             raise ModelServerError(f"model server at {server.url}: {text}\n{server.log_tail()}")
         time.sleep(0.05)
     raise ModelServerError(
-        f"model server at {server.url} not healthy after {timeout:.0f}s (last /ping: {status} {text})"
+        f"model server at {server.url} not healthy after {timeout:.0f}s (last /ping: {status} {text})\n"
+        f"{server.log_tail()}"
     )
 
 
@@ -482,31 +487,34 @@ def _model_path(text: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.model_server",
                                      description="Serve a model through the SageMaker container contract.")
-    parser.add_argument("--model", required=True, type=_model_path, help="model directory or model.tar.gz")
+    parser.add_argument("--model", type=_model_path, help="model directory or model.tar.gz (required)")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
     parser.add_argument("--workers", type=int, default=1)
-    # Internal: serve on a listening socket inherited from start_model_server().
+    # Internal, for start_model_server() and start_wsgi_app(): serve the WSGI app named by --app on a
+    # listening socket inherited from the parent, which set up its environment.
+    parser.add_argument("--app", default=MODEL_APP, help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.fd is not None:
+        serve(args.app, bind=f"fd://{args.fd}", workers=args.workers)
+        return 0
+    if args.model is None:
+        parser.error("the following arguments are required: --model")
     with tempfile.TemporaryDirectory(prefix="model-server-") as workdir:
-        listener = None
         try:
             model_dir = resolve_model(args.model, Path(workdir) / "model")
-            if args.fd is None:
-                listener = listen(args.host, args.port)
+            listener = listen(args.host, args.port)
         except (ValueError, ModelServerError) as exc:
             print(f"model_server: error: {exc}", file=sys.stderr)
             return 2
-        if listener is None:
-            serve(model_dir, bind=f"fd://{args.fd}", workers=args.workers)
-            return 0
-        with listener:
-            print(f"serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
-            serve(model_dir, bind=f"fd://{listener.fileno()}", workers=args.workers)
+        os.environ[ENV_MODEL_DIR] = str(model_dir)  # before gunicorn forks the workers that read it
+        print(f"serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
+        # gunicorn owns the socket from here and closes it when it stops; closing it again here would fail.
+        serve(MODEL_APP, bind=f"fd://{listener.detach()}", workers=args.workers)
     return 0
 
 

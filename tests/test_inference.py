@@ -425,6 +425,26 @@ def test_large_well_formed_csv_takes_the_c_reader_and_predicts_what_the_validati
     assert (model.predict_proba(slow) == model.predict_proba(frame)).all()
 
 
+@pytest.mark.parametrize(("column", "value"), [("total_charges", ""), ("total_charges", "NaN"),
+                                             ("contract_type", "nan"), ("contract_type", "")])
+def test_large_csv_with_missing_values_takes_the_c_reader_and_predicts_what_the_validating_path_predicts(
+        served, column: str, value: str) -> None:
+    module, model = served
+    frame, lines = _big_csv()
+    position = list(frame.columns).index(column)
+    for index in range(5, len(lines), 7):
+        cells = lines[index].split(",")
+        cells[position] = value
+        lines[index] = ",".join(cells)
+    text = "\n".join(lines) + "\n"
+    schema = module._schema(model)
+
+    fast = module._fast_csv_frame(text, schema)
+
+    assert fast is not None
+    assert (model.predict_proba(fast) == model.predict_proba(module._csv_frame(text, schema))).all()
+
+
 # Each: (line 5's field -> value) changes to a large body; the C reader must decline or agree exactly.
 UNUSUAL_CELLS = [
     ("total_charges", "inf"), ("total_charges", "-Infinity"), ("total_charges", "1e999"), ("total_charges", "1e-999"),

@@ -22,9 +22,17 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+from werkzeug.test import Client
 
 import contracts
-from local.model_server import ModelServer, ModelServerError, start_model_server, wait_until_healthy
+from local.model_server import (
+    ModelApp,
+    ModelServer,
+    ModelServerError,
+    ping,
+    start_model_server,
+    wait_until_healthy,
+)
 from training.deploy import SAMPLE_ROWS, sample_csv
 from training.register import INFERENCE_SOURCE, build_model_archive
 
@@ -38,14 +46,6 @@ def _post(url: str, body: bytes, content_type: str, accept: str | None = None) -
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
-def _ping(url: str) -> int:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:  # noqa: S310 - loopback
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_a_half_sent_request_does_not_stall_ping_or_other_clients(model_archive:
             stalled.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
                             b"Content-Length: 1000\r\n\r\ntenure_months,")
 
-            assert _ping(single.url) == 200
+            assert ping(single.url, timeout=10)[0] == 200
             status, _, body = _post(single.url, sample_csv().encode(), "text/csv")
             assert status == 200, body
 
@@ -219,6 +219,20 @@ def test_the_default_answer_type_is_sagemaker_default_invocations_accept(
         assert _handed(server.url, {"Content-Type": "text/csv"})["accept"] == "text/csv"
 
 
+def test_an_output_fn_answer_that_is_not_a_body_and_type_pair_is_a_500_saying_so(tmp_path: Path) -> None:
+    # The image would hand such an answer to Flask as it is; this server refuses it (its docstring says so).
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / contracts.INFERENCE_SCRIPT).write_text(
+        ECHO_SCRIPT.replace('return json.dumps({**prediction, "accept": accept}), "application/json"',
+                            'return json.dumps({**prediction, "accept": accept})'))
+    app = ModelApp(tmp_path, background=False)  # the WSGI app each gunicorn worker runs, called in-process
+
+    answer = Client(app).post("/invocations", data=b"1,2", content_type="text/csv")
+
+    assert answer.status_code == 500
+    assert "output_fn returned str" in answer.get_data(as_text=True)
+
+
 def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early_invocation_waits(
         trained_model_dir: tuple[Path, Path], tmp_path: Path) -> None:
     # The artifact's own code/inference.py is what the container runs: this one holds model_fn
@@ -239,7 +253,7 @@ def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early
     with start_model_server(model_dir, wait=False) as server:
         status = 0
         for _ in range(200):  # until gunicorn answers at all
-            status = _ping(server.url)
+            status = ping(server.url)[0]
             if status:
                 break
         assert status == 503
@@ -253,7 +267,7 @@ def test_ping_is_503_while_loading_and_200_once_the_model_is_loaded_and_an_early
             assert early.result(timeout=30)[0] == 200
 
         wait_until_healthy(server, timeout=30)
-        assert _ping(server.url) == 200
+        assert ping(server.url, timeout=10)[0] == 200
 
 
 def test_a_model_that_cannot_load_fails_start_with_the_reason(tmp_path: Path) -> None:
@@ -269,15 +283,15 @@ def test_ping_and_invocations_both_answer_500_when_the_model_cannot_load(tmp_pat
     empty.mkdir()
 
     with start_model_server(empty, wait=False) as server:
-        ping = 0
+        answered = 0
         for _ in range(600):  # until gunicorn answers and the load has failed
-            ping = _ping(server.url)
-            if ping not in (0, 503):
+            answered = ping(server.url)[0]
+            if answered not in (0, 503):
                 break
             time.sleep(0.05)
         status, _, body = _post(server.url, sample_csv().encode(), "text/csv")
 
-    assert (ping, status) == (500, 500)
+    assert (answered, status) == (500, 500)
     assert b"model.joblib not found" in body
 
 

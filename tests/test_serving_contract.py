@@ -18,10 +18,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.parse
 import warnings
@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from local import image_env
-from local.model_server import ModelServer, start_model_server
+from local.model_server import ModelServer, ModelServerError, launch, start_model_server
 from training.deploy import SAMPLE_ROWS, sample_csv
 from training.register import build_model_archive
 
@@ -194,28 +194,6 @@ def _send(url: str, case: Case) -> tuple[int, str, bytes]:
 
 
 # --- The two servers --------------------------------------------------------------------------------------
-@dataclass
-class ImageServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _ping(url: str) -> int:
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-    try:
-        connection.request("GET", "/ping")
-        return connection.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        connection.close()
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """model.tar.gz exactly as registration uploads it (model.joblib + code/inference.py), from a model that
@@ -233,7 +211,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+def image_server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     if not image_env.is_current():
         pytest.skip(f"the image environment .venv-image is not built (make image-env builds it): {image_env.note()}")
     if "NOT the image's Python" in image_env.note():
@@ -245,34 +223,26 @@ def image_server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SAGEMAKER_", "SM_", "PYTHON"))}
     env.update({"SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_PROGRAM": "inference.py",
                 "SAGEMAKER_SUBMIT_DIRECTORY": str(code)})
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    log_path = base / "gunicorn.log"
-    # The image's command (sagemaker-containers' server.start), bound to our socket instead of nginx's.
-    command = [str(image_env.venv_python()), "-m", "gunicorn", "--timeout", "60", "-k", "gevent",
-               "--pythonpath", f"{code},{Path(__file__).parent}", "-b", f"fd://{listener.fileno()}",
-               "--worker-connections", "1000", "-w", "1", "--log-level", "info", "image_serving:main"]
-    with listener, open(log_path, "wb") as log:
-        process = subprocess.Popen(command, pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, cwd=base)
-    server = ImageServer(url, process, log_path)
+
+    # The image's command (sagemaker-containers' server.start), bound to our socket instead of nginx's. It runs
+    # in the /opt/ml stand-in, not the project: gunicorn puts its working directory on the path, and the
+    # script must find only what the archive and the image hold.
+    def command(fd: int) -> list[str]:
+        return [str(image_env.venv_python()), "-m", "gunicorn", "--timeout", "60", "-k", "gevent",
+                "--pythonpath", f"{code},{Path(__file__).parent}", "-b", f"fd://{fd}",
+                "--worker-connections", "1000", "-w", "1", "--log-level", "info", "image_serving:main"]
+
     try:
         # The image loads the model on the first request: the first /ping waits for it.
-        deadline = time.monotonic() + 120
-        while _ping(url) != 200:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the image's server did not come up ({image_env.note()}):\n{server.log()[-3000:]}")
-            time.sleep(0.1)
+        server = launch(command, tempfile.TemporaryDirectory(prefix="image-server-"), env, cwd=base, timeout=120)
+    except ModelServerError as exc:
+        pytest.fail(f"the image's server did not come up ({image_env.note()}): {exc}")
+    with server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+
+
+def _log(server: ModelServer) -> str:
+    return server.log_path.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +264,8 @@ def test_local_server_answers_as_the_contract_table_says(local_server: ModelServ
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_image_and_local_server_agree(image_server: ImageServer, local_server: ModelServer, case: Case) -> None:
-    log_before = len(image_server.log())
+def test_image_and_local_server_agree(image_server: ModelServer, local_server: ModelServer, case: Case) -> None:
+    log_before = len(_log(image_server))
 
     image_status, image_type, image_body = _send(image_server.url, case)
     local_status, local_type, local_body = _send(local_server.url, case)
@@ -309,9 +279,9 @@ def test_image_and_local_server_agree(image_server: ImageServer, local_server: M
     message = local_body.decode()
     # The image writes the traceback when the request fails; the log is flushed per record.
     deadline = time.monotonic() + 10
-    while message not in image_server.log()[log_before:] and time.monotonic() < deadline:
+    while message not in _log(image_server)[log_before:] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert message in image_server.log()[log_before:], f"{context}: the image's log lacks {message!r}"
+    assert message in _log(image_server)[log_before:], f"{context}: the image's log lacks {message!r}"
 
 
 # --- The README -------------------------------------------------------------------------------------------

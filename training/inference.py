@@ -35,7 +35,7 @@ import json
 import operator
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -332,12 +332,23 @@ def _raise_first(problems: list[tuple[int, int, str]]) -> None:
         raise BadRequest(min(problems)[2])
 
 
+def _rows_without_values(columns: Iterable[np.ndarray]) -> np.ndarray:
+    """Mask of the rows in which every one of `columns` is missing (NaN or None).
+
+    Stops at the first column after which no row is left: usually the first, a column without gaps.
+    """
+    empty = np.empty(0, dtype=bool)
+    for number, values in enumerate(columns):
+        empty = pd.isna(values) if number == 0 else empty & pd.isna(values)
+        if not empty.any():
+            break
+    return empty
+
+
 def _check_some_value(columns: dict[str, np.ndarray], schema: Schema, where: Callable[[int], str]) -> None:
-    missing = np.ones(len(next(iter(columns.values()))), dtype=bool)
-    for name in schema.names:
-        missing &= pd.isna(columns[name])
-    if missing.any():
-        index = int(np.flatnonzero(missing)[0])
+    empty = _rows_without_values(columns[name] for name in schema.names)
+    if empty.any():
+        index = int(np.flatnonzero(empty)[0])
         raise BadRequest(f"{where(index)} has no feature values, only empty fields; send at least one value "
                          "(missing ones are imputed) or leave the row out")
 
@@ -396,6 +407,14 @@ def _header_columns(cells: Sequence[str], schema: Schema, line: int) -> list[int
     return [lowered.index(low) for low in wanted]
 
 
+def _csv_layout(first: Sequence[str], schema: Schema, line: int) -> tuple[list[int], int, bool]:
+    """(position of each feature, fields per row, whether `first` is a header row) for a CSV body."""
+    positions = _header_columns(first, schema, line)
+    if positions is not None:
+        return positions, len(first), True
+    return list(range(len(schema.names))), len(schema.names), False
+
+
 def _csv_frame(text: str, schema: Schema) -> pd.DataFrame:
     """The validating path: every line and cell checked, every problem named with its line."""
     reader = csv.reader(io.StringIO(text))
@@ -415,16 +434,11 @@ def _csv_frame(text: str, schema: Schema) -> pd.DataFrame:
                          "quotes or line breaks") from None
     if not rows:
         raise BadRequest("CSV has no data rows")
-    positions = _header_columns(rows[0], schema, lines[0])
-    has_header = positions is not None
-    if positions is not None:
-        width = len(rows[0])
+    positions, width, has_header = _csv_layout(rows[0], schema, lines[0])
+    if has_header:
         del rows[0], lines[0]
         if not rows:
             raise BadRequest("CSV has a header row but no data rows")
-    else:
-        width = len(schema.names)
-        positions = list(range(width))
     if any(len(row) != width for row in rows):
         index = next(i for i, row in enumerate(rows) if len(row) != width)
         expected = (f"the header has {width}" if has_header
@@ -467,69 +481,72 @@ def _fast_csv_frame(text: str, schema: Schema) -> pd.DataFrame | None:
     first = text[:first_end] if first_end >= 0 else text
     if not first:
         return None
-    positions = _header_columns(first.split(","), schema, 1)
-    body = text[first_end + 1:] if positions is not None else text
-    width = len(first.split(",")) if positions is not None else len(schema.names)
-    positions = positions if positions is not None else list(range(width))
-    data = body.encode()
-    # A first reading that looks for no missing values (a tenth faster); a body that has some (a numeric
-    # column comes back as text, a categorical one holds "" or nan) is read again, looking for them.
-    readings: tuple[dict[str, Any], ...] = (
-        {"na_filter": False}, {"keep_default_na": False, "na_values": ["", "nan", "NaN", "NAN"]})
-    for missing in readings:
-        try:
-            # No usecols: with it pandas drops a row's surplus fields silently; without, such a row fails.
-            parsed = pd.read_csv(io.BytesIO(data), header=None, names=list(range(width)), engine="c",
-                                 quoting=csv.QUOTE_NONE, skip_blank_lines=True, index_col=False, low_memory=False,
-                                 **missing)
-        except (ValueError, OverflowError, pd.errors.ParserError):
-            return None
-        rows = len(parsed)
-        # A row with too many fields fails the reader; one with too few would be padded with NaN: with every
-        # row at most `width` fields, the comma count shows whether all of them have exactly `width`.
-        if rows == 0 or data.count(b",") != rows * (width - 1):
-            return None
-        checked = _checked_columns(parsed, schema, positions)
-        if checked is not None:
-            break
-    else:
+    positions, width, has_header = _csv_layout(first.split(","), schema, 1)
+    data = (text[first_end + 1:] if has_header else text).encode()
+    # A first reading that looks for no missing values (a tenth faster); when what it declines is a column
+    # holding some ("" or nan: a numeric column comes back as text), the body is read again, looking for them.
+    parsed = _read_csv(data, width, na_filter=False)
+    decline = _decline(parsed, schema, positions)
+    if decline == _MISSING_VALUES:
+        parsed = _read_csv(data, width, keep_default_na=False, na_values=list(_READER_MISSING))
+        decline = _decline(parsed, schema, positions)
+    if parsed is None or decline is not None:
         return None
-    all_numbers_missing = checked
-    if all_numbers_missing.any():
-        # Possibly a row of empty fields: the validating path decides and names the line.
-        no_values = all_numbers_missing.copy()
-        for name, position in zip(schema.names, positions, strict=True):
-            if name not in schema.numeric:
-                no_values &= pd.isna(parsed[position].to_numpy())
-        if no_values.any():
-            return None
+    if _rows_without_values(parsed[position].to_numpy() for position in positions).any():
+        return None  # a row of empty fields: the validating path refuses it, naming the line
     frame = parsed if positions == list(range(width)) else parsed.loc[:, positions]
     frame.columns = pd.Index(schema.names)
     return frame
 
 
-def _checked_columns(parsed: pd.DataFrame, schema: Schema, positions: list[int]) -> np.ndarray | None:
-    """Rows whose numeric features are all missing, or None when a column is not what the validating path
-    would make of it: numbers that are not finite or not numbers, text that is untrimmed or a missing value."""
-    all_numbers_missing = np.ones(len(parsed), dtype=bool)
+def _read_csv(data: bytes, width: int, **missing: Any) -> pd.DataFrame | None:
+    """`data` by pandas' C reader, or None when it fails or a row has other than `width` fields."""
+    try:
+        # No usecols: with it pandas drops a row's surplus fields silently; without, such a row fails.
+        parsed = pd.read_csv(io.BytesIO(data), header=None, names=list(range(width)), engine="c",
+                             quoting=csv.QUOTE_NONE, skip_blank_lines=True, index_col=False, low_memory=False,
+                             **missing)
+    except (ValueError, OverflowError, pd.errors.ParserError):
+        return None
+    rows = len(parsed)
+    # A row with too many fields fails the reader; one with too few would be padded with NaN: with every
+    # row at most `width` fields, the comma count shows whether all of them have exactly `width`.
+    if rows == 0 or data.count(b",") != rows * (width - 1):
+        return None
+    return parsed
+
+
+_MISSING_VALUES = "missing values"
+_OTHER = "other"
+# What the second reading takes as a missing value; other spellings of nan stay text and are declined.
+_READER_MISSING = frozenset(("", "nan", "NaN", "NAN"))
+
+
+def _decline(parsed: pd.DataFrame | None, schema: Schema, positions: list[int]) -> str | None:
+    """None when every column is what the validating path would make of it; else why not, for the first column
+    that is not: _MISSING_VALUES when it holds text that is a missing value ("" or nan), _OTHER for a reading
+    that failed, numbers that are not finite or not numbers, and text that is untrimmed."""
+    if parsed is None:
+        return _OTHER
     for name, position in zip(schema.names, positions, strict=True):
         values = parsed[position].to_numpy()
         kind = values.dtype.kind
         if name in schema.numeric:
             # Integer columns stay int64: the model converts them to float64 exactly as the validating
             # path does, so the predictions are the same without a copy of the frame.
-            if kind == "f":
-                if np.isinf(values).any():
-                    return None
-                all_numbers_missing &= np.isnan(values)
-            elif kind in "iu":
-                all_numbers_missing[:] = False
-            else:
-                return None
-        elif kind != "O" or any(not isinstance(v, str) or v != v.strip() or v.lower() in _MISSING_TEXT
-                                for v in set(values.tolist()) if v == v):  # v != v: NaN
-            return None
-    return all_numbers_missing
+            if (kind == "f" and np.isinf(values).any()) or kind not in "fiuO":
+                return _OTHER  # not finite, or booleans
+            if kind == "O":
+                return _OTHER if _READER_MISSING.isdisjoint(values.tolist()) else _MISSING_VALUES
+            continue
+        if kind != "O":
+            return _OTHER  # numbers or booleans in a categorical column
+        texts = set(values.tolist())
+        if any(not isinstance(v, str) or v != v.strip() for v in texts if v == v):
+            return _OTHER  # untrimmed text (v != v: NaN)
+        if any(isinstance(v, str) and v.lower() in _MISSING_TEXT for v in texts):
+            return _MISSING_VALUES
+    return None
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------
